@@ -1,0 +1,264 @@
+"""In-process stage span recorder.
+
+The sample server (and any server that imports this module) records one span per
+request stage: ``(stage, start_ns, end_ns, request, batch, tid)``. Timestamps come from
+``time.perf_counter_ns()`` (CLOCK_MONOTONIC on Linux); every flushed file carries a
+bracketed (realtime, monotonic) anchor so the timeline can place the spans on the
+Unix-epoch clock (see STYLE.md, "one clock").
+
+Design constraints (issue #2): a span must cost well under 2 µs and nothing at all
+that matters when profiling is off. So the buffer is a set of preallocated
+``array.array('q')`` columns written by index, the slot index comes from an
+``itertools.count`` (atomic under the GIL, so no lock on the hot path), and the
+disabled recorder is a separate class whose methods do nothing.
+
+Files are ``.npz`` archives of plain integer/str arrays, read back with
+``allow_pickle=False``: a span file is never a vector for code execution.
+"""
+
+from __future__ import annotations
+
+import array
+import itertools
+import json
+import os
+import threading
+import time
+from dataclasses import dataclass
+from enum import IntEnum
+from pathlib import Path
+from typing import Iterator, Protocol
+
+import numpy as np
+
+
+class Stage(IntEnum):
+    """The closed stage vocabulary of STYLE.md, as small integers for the buffer."""
+
+    RECEIVE = 0
+    DESERIALIZE = 1
+    DECODE = 2
+    PREPROCESS = 3
+    QUEUE = 4
+    H2D = 5
+    INFERENCE = 6
+    D2H = 7
+    POSTPROCESS = 8
+    SERIALIZE = 9
+    MODEL_LOAD = 10
+    OTHER = 11
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+
+STAGE_NAMES: tuple[str, ...] = tuple(s.label for s in Stage)
+NO_ID = -1
+_COLUMNS = ("stage", "start_ns", "end_ns", "request", "batch", "tid")
+_FILE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class ClockAnchor:
+    """A (realtime, monotonic) pair read as close together as this host allows.
+
+    ``uncertainty_ns`` is the width of the bracket: the monotonic reading lies
+    between two realtime readings that far apart.
+    """
+
+    realtime_ns: int
+    monotonic_ns: int
+    uncertainty_ns: int
+
+    @classmethod
+    def take(cls, tries: int = 16) -> ClockAnchor:
+        best: ClockAnchor | None = None
+        for _ in range(tries):
+            before = time.time_ns()
+            mono = time.perf_counter_ns()
+            after = time.time_ns()
+            width = after - before
+            if best is None or width < best.uncertainty_ns:
+                best = cls((before + after) // 2, mono, width)
+        assert best is not None
+        return best
+
+    def to_epoch_ns(self, monotonic_ns: np.ndarray | int) -> np.ndarray | int:
+        return monotonic_ns - self.monotonic_ns + self.realtime_ns
+
+
+class SpanSink(Protocol):
+    """What instrumented code calls. Both recorders below satisfy it."""
+
+    enabled: bool
+
+    def record(
+        self, stage: Stage, start_ns: int, end_ns: int, request: int = NO_ID, batch: int = NO_ID
+    ) -> None: ...
+
+    def request_index(self, request_id: str) -> int: ...
+
+
+class NullRecorder:
+    """Profiling off: every call returns at once."""
+
+    enabled = False
+
+    def record(
+        self, stage: Stage, start_ns: int, end_ns: int, request: int = NO_ID, batch: int = NO_ID
+    ) -> None:
+        return None
+
+    def request_index(self, request_id: str) -> int:
+        return NO_ID
+
+    def flush(self) -> Path | None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+
+class SpanRecorder:
+    """Preallocated span buffer that spills to numbered ``.npz`` files in ``out_dir``.
+
+    When the buffer fills, it is written out and reused; ``flush()`` writes what is
+    pending. Request ids (strings such as an ``X-Request-ID``) are interned to small
+    integers; the table travels in each file.
+    """
+
+    enabled = True
+
+    def __init__(self, out_dir: Path | str, capacity: int = 1 << 18, pid: int | None = None):
+        if capacity <= 0:
+            raise ValueError("capacity must be positive")
+        self.out_dir = Path(out_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.capacity = capacity
+        self.pid = os.getpid() if pid is None else pid
+        self._cols = {name: array.array("q", bytes(8 * capacity)) for name in _COLUMNS}
+        self._stage, self._start, self._end = self._cols["stage"], self._cols["start_ns"], self._cols["end_ns"]
+        self._req, self._batch, self._tid = self._cols["request"], self._cols["batch"], self._cols["tid"]
+        self._stage[:] = array.array("q", [-1]) * capacity
+        self._slots: Iterator[int] = itertools.count()
+        self._spill_lock = threading.Lock()
+        self._request_ids: list[str] = []
+        self._request_index: dict[str, int] = {}
+        self._file_seq = itertools.count()
+        self._anchor_start = ClockAnchor.take()
+
+    def request_index(self, request_id: str) -> int:
+        index = self._request_index.get(request_id)
+        if index is None:
+            # setdefault keeps two threads racing on one new id consistent.
+            index = self._request_index.setdefault(request_id, len(self._request_ids))
+            if index == len(self._request_ids):
+                self._request_ids.append(request_id)
+        return index
+
+    def record(
+        self, stage: Stage, start_ns: int, end_ns: int, request: int = NO_ID, batch: int = NO_ID
+    ) -> None:
+        slots = self._slots
+        i = next(slots)
+        if i >= self.capacity:
+            self._spill(slots)
+            self.record(stage, start_ns, end_ns, request, batch)
+            return
+        self._start[i] = start_ns
+        self._end[i] = end_ns
+        self._req[i] = request
+        self._batch[i] = batch
+        self._tid[i] = threading.get_native_id()
+        # Stage last: a slot still at -1 when a spill copies it was not finished and is
+        # dropped by the reader instead of being read half-written.
+        self._stage[i] = stage
+
+    def _spill(self, full_slots: Iterator[int]) -> None:
+        with self._spill_lock:
+            # Only the first thread to find this counter exhausted writes it out.
+            if self._slots is full_slots:
+                self._write(self.capacity)
+                self._slots = itertools.count()
+
+    def flush(self) -> Path | None:
+        """Write pending spans (if any) to a new file and return its path."""
+        with self._spill_lock:
+            used = min(next(self._slots), self.capacity)
+            self._slots = itertools.count()
+            if used == 0:
+                return None
+            return self._write(used)
+
+    def close(self) -> None:
+        self.flush()
+
+    def _write(self, used: int) -> Path:
+        anchor_end = ClockAnchor.take()
+        columns = {name: np.frombuffer(col, dtype=np.int64, count=used).copy() for name, col in self._cols.items()}
+        meta = {
+            "version": _FILE_VERSION,
+            "pid": self.pid,
+            "stages": list(STAGE_NAMES),
+            "anchors": [_anchor_dict(self._anchor_start), _anchor_dict(anchor_end)],
+        }
+        self._stage[:used] = array.array("q", [-1]) * used
+        path = self.out_dir / f"spans-{self.pid}-{next(self._file_seq):05d}.npz"
+        tmp = path.with_suffix(".tmp.npz")
+        np.savez(
+            tmp,
+            meta=np.array(json.dumps(meta)),
+            request_ids=np.array(self._request_ids, dtype=str),
+            **columns,
+        )
+        os.replace(tmp, path)
+        return path
+
+
+def _anchor_dict(anchor: ClockAnchor) -> dict[str, int]:
+    return {
+        "realtime_ns": anchor.realtime_ns,
+        "monotonic_ns": anchor.monotonic_ns,
+        "uncertainty_ns": anchor.uncertainty_ns,
+    }
+
+
+@dataclass(frozen=True)
+class SpanFile:
+    """One span file read back: integer columns plus the tables needed to name them."""
+
+    pid: int
+    columns: dict[str, np.ndarray]
+    request_ids: np.ndarray
+    anchors: tuple[ClockAnchor, ...]
+
+    @property
+    def best_anchor(self) -> ClockAnchor:
+        return min(self.anchors, key=lambda a: a.uncertainty_ns)
+
+    def __len__(self) -> int:
+        return len(self.columns["stage"])
+
+
+def read_span_file(path: Path | str) -> SpanFile:
+    """Read a file written by :class:`SpanRecorder` (never unpickles)."""
+    with np.load(path, allow_pickle=False) as data:
+        meta = json.loads(str(data["meta"]))
+        if meta.get("version") != _FILE_VERSION:
+            raise ValueError(f"{path}: unsupported span file version {meta.get('version')!r}")
+        complete = data["stage"] >= 0
+        columns = {name: data[name][complete] for name in _COLUMNS}
+        request_ids = data["request_ids"]
+    anchors = tuple(ClockAnchor(**a) for a in meta["anchors"])
+    return SpanFile(pid=int(meta["pid"]), columns=columns, request_ids=request_ids, anchors=anchors)
+
+
+def recorder_from_env(env: dict[str, str] | None = None) -> SpanRecorder | NullRecorder:
+    """``PROF_SPANS_DIR=/path`` switches recording on; anything else leaves it off."""
+    env = os.environ if env is None else env
+    out_dir = env.get("PROF_SPANS_DIR")
+    if not out_dir:
+        return NullRecorder()
+    capacity = int(env.get("PROF_SPANS_CAPACITY", str(1 << 18)))
+    return SpanRecorder(out_dir, capacity=capacity)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -35,6 +36,7 @@ OUTPUT_NAME = "logits"
 # Largest relative L2 error against torch each variant may show on the check batch.
 # fp32 is the contract; the others bound what reduced precision may cost.
 MAX_RELATIVE_ERROR: dict[str, float] = {"fp32": 1e-3, "fp16": 1e-2, "int8-dynamic": 0.15, "int8-static": 0.15}
+log = logging.getLogger("samples.model")
 _SOURCES = ("resnet.py", "artifacts.py", "quantize.py")
 WEIGHTS_FILE = "weights.npz"
 
@@ -109,6 +111,7 @@ def ensure_artifact(settings: BuildSettings, cache_dir: Path | None = None) -> A
     if settings.precision != "fp32":
         fp32 = ensure_artifact(BuildSettings(**{**asdict(settings), "precision": "fp32"}), cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
+    log.info("building %s model artifact in %s (first use; cached afterwards)", settings.precision, directory)
     staging = Path(tempfile.mkdtemp(prefix=".build-", dir=cache_dir))
     try:
         meta = _build(settings, staging, fp32)

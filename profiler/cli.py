@@ -1,0 +1,70 @@
+"""The ``prof`` command. Each subcommand is one entry in ``COMMANDS``; its module owns its
+arguments, so ``prof <command> --help`` is that command's full help."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from typing import Callable
+
+USAGE = """usage: prof <command> [options]
+
+Find out why an image-classification server is slow, and what to do about it.
+
+commands:
+{commands}
+
+Run 'prof <command> --help' for a command's options and examples.
+"""
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    summary: str
+    run: Callable[[list[str]], int]
+
+
+def _serve(argv: list[str]) -> int:
+    from samples.sample_server.__main__ import main
+
+    return main(argv, prog="prof serve")
+
+
+def _load(argv: list[str]) -> int:
+    from samples.loadgen.__main__ import main
+
+    return main(argv, prog="prof load")
+
+
+COMMANDS: tuple[Command, ...] = (
+    Command("serve", "start the reference classification server (FastAPI + uvicorn, 127.0.0.1)", _serve),
+    Command("load", "drive HTTP load at a server (or at a sample server it starts) and report latency", _load),
+)
+
+
+def usage() -> str:
+    width = max(len(c.name) for c in COMMANDS)
+    return USAGE.format(commands="\n".join(f"  {c.name.ljust(width)}  {c.summary}" for c in COMMANDS))
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(usage())
+        return 0
+    if argv[0] == "--version":
+        from importlib.metadata import version
+
+        print(f"prof {version('prof')}")
+        return 0
+    by_name = {c.name: c for c in COMMANDS}
+    command = by_name.get(argv[0])
+    if command is None:
+        print(f"prof: unknown command {argv[0]!r}; choose from {', '.join(by_name)}", file=sys.stderr)
+        return 2
+    return command.run(argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -27,12 +27,12 @@ EXAMPLES = """examples:
 
 
 def build_parser(prog: str = "python -m samples.loadgen") -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=prog, description="Drive HTTP load at an image-classification server and "
-                                "report throughput and latency percentiles.", epilog=EXAMPLES,
+    p = argparse.ArgumentParser(prog=prog, usage=f"{prog} [URL] [options] [-- server knobs]",
+                                description="Drive HTTP load at an image-classification server and "
+                                "report throughput and latency percentiles. With no URL, start the sample server "
+                                "(with the knobs after --) for the run.", epilog=EXAMPLES,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("url", nargs="?", help="classify endpoint; omit to start the sample server for the run")
-    p.add_argument("server_knobs", nargs=argparse.REMAINDER,
-                   help="after --: knobs for the sample server started when no URL is given")
     loop = p.add_mutually_exclusive_group()
     loop.add_argument("--concurrency", "-c", type=int, default=8, help="closed loop: clients in flight (default 8)")
     loop.add_argument("--rate", "-r", type=float, help="open loop: Poisson arrivals per second")
@@ -119,9 +119,13 @@ def run_load(args: argparse.Namespace, url: str, console: Console) -> LoadSummar
 
 
 def main(argv: list[str] | None = None, prog: str = "python -m samples.loadgen") -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    knobs: list[str] = []
+    if "--" in argv:
+        cut = argv.index("--")
+        argv, knobs = argv[:cut], argv[cut + 1 :]
     parser = build_parser(prog)
     args = parser.parse_args(argv)
-    knobs = [k for k in (args.server_knobs or []) if k != "--"]
     console = Console(stderr=False)
     try:
         mix_from_args(args)  # validate before starting anything

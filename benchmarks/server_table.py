@@ -4,13 +4,18 @@ Each row starts the server with its knobs, warms it up, drives closed-loop load 
 same image mix, and stops it. Rows that compare a knob (cache, batching, draft decode) use
 the same load so the difference is the knob's.
 
-    .venv/bin/python benchmarks/server_table.py [--duration 15] [--concurrency 8] [--only ort,...]
+    .venv/bin/python benchmarks/server_table.py [--duration 15] [--concurrency 8] [--rounds 2] [--only REGEX]
+
+With ``--rounds N`` every row is measured N times, the rows taking turns (round robin), so
+slow drift of the machine hits all rows alike; the table shows the median and the range.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import re
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -54,29 +59,46 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=15.0)
     parser.add_argument("--warmup", type=float, default=3.0)
     parser.add_argument("--concurrency", type=int, default=8)
-    parser.add_argument("--only", help="comma list of row labels (substring match)")
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--only", help="regular expression on row labels")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
-    wanted = [w.strip() for w in args.only.split(",")] if args.only else None
-    lines = [f"Sample server end to end, closed loop concurrency {args.concurrency}, {args.duration:.0f} s per row "
-             f"after {args.warmup:.0f} s warm-up, {time.strftime('%Y-%m-%d')}", "",
-             "| configuration | req/s | p50 ms | p99 ms | ok / sent |", "|---|---|---|---|---|"]
-    for label, knobs, sizes, duplicates in ROWS:
-        if wanted and not any(w in label for w in wanted):
-            continue
-        try:
-            s = measure(knobs, sizes, duplicates, args)
-        except Exception as exc:  # one broken configuration must not lose the others' rows
-            lines.append(f"| {label} | failed: {str(exc).splitlines()[0]} | | | |")
-            continue
-        lines.append(f"| {label} | {s['throughput_rps']:.1f} | {s['p50_ms']:.1f} | {s['p99_ms']:.1f} | "
-                     f"{s['ok']} / {s['requests']} |")
-        print(lines[-1], file=sys.stderr, flush=True)
-    table = "\n".join(lines)
+    rows = [row for row in ROWS if not args.only or re.search(args.only, row[0])]
+    results: dict[str, list[dict]] = {label: [] for label, *_ in rows}
+    failures: dict[str, str] = {}
+    for round_index in range(args.rounds):
+        for label, knobs, sizes, duplicates in rows:
+            try:
+                summary = measure(knobs, sizes, duplicates, args)
+            except Exception as exc:  # one broken configuration must not lose the others' rows
+                failures[label] = str(exc).splitlines()[0]
+                continue
+            results[label].append(summary)
+            print(f"round {round_index + 1}: {label}: {summary['throughput_rps']:.1f} req/s", file=sys.stderr,
+                  flush=True)
+    table = render(results, failures, args)
     print(table)
     if args.out:
         args.out.write_text(table + "\n")
     return 0
+
+
+def render(results: dict[str, list[dict]], failures: dict[str, str], args: argparse.Namespace) -> str:
+    lines = [f"Sample server end to end, closed loop concurrency {args.concurrency}, {args.duration:.0f} s per "
+             f"measurement after {args.warmup:.0f} s warm-up, {args.rounds} round(s) taking turns; "
+             f"median [min..max] over rounds, {time.strftime('%Y-%m-%d')}", "",
+             "| configuration | req/s | p50 ms | p99 ms | requests ok / sent |", "|---|---|---|---|---|"]
+    for label, runs in results.items():
+        if not runs:
+            lines.append(f"| {label} | failed: {failures.get(label, 'no run')} | | | |")
+            continue
+        cells = []
+        for key in ("throughput_rps", "p50_ms", "p99_ms"):
+            values = [r[key] for r in runs]
+            cells.append(f"{statistics.median(values):.1f} [{min(values):.0f}..{max(values):.0f}]")
+        ok, sent = sum(r["ok"] for r in runs), sum(r["requests"] for r in runs)
+        lines.append(f"| {label} | {' | '.join(cells)} | {ok} / {sent} |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -2,10 +2,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import re
+import signal
 import subprocess
 import sys
+import time
 from collections import Counter
 
+import psutil
 import pytest
 from starlette.datastructures import Headers
 
@@ -75,5 +80,30 @@ def test_prof_load_cli_writes_records_and_prints_percentiles(start_server, tmp_p
 def test_prof_load_refuses_bad_options_in_one_line(tmp_path) -> None:
     result = subprocess.run([sys.executable, "-m", "profiler.cli", "load", "http://127.0.0.1:9/classify",
                              "--formats", "bmp"], capture_output=True, text=True, timeout=60)
-    assert result.returncode == 2 and "unknown image format" in result.stdout
+    assert result.returncode == 2 and "unknown image format" in result.stderr
     assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_ctrl_c_during_prof_load_keeps_records_and_stops_the_server(artifact_cache, tmp_path) -> None:
+    records = tmp_path / "records.jsonl"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "profiler.cli", "load", "--duration", "60", "--warmup", "0", "-c", "2",
+         "--records", str(records)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PROF_CACHE_DIR": str(artifact_cache.parent), "COLUMNS": "200"})
+    server_pid = None
+    deadline = time.monotonic() + 120
+    for line in process.stdout:
+        match = re.search(r"sample server pid (\d+)", line)
+        if match:
+            server_pid = int(match.group(1))
+            break
+        assert time.monotonic() < deadline
+    assert server_pid is not None
+    time.sleep(4)  # some requests complete
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err
+    assert "Traceback" not in err
+    assert len(records.read_text().splitlines()) > 0
+    assert not psutil.pid_exists(server_pid) or psutil.Process(server_pid).status() == psutil.STATUS_ZOMBIE

@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m samples.loadgen")
         argv, knobs = argv[:cut], argv[cut + 1 :]
     parser = build_parser(prog)
     args = parser.parse_args(argv)
-    console = Console(stderr=False)
+    console, errors = Console(), Console(stderr=True)
     try:
         mix_from_args(args)  # validate before starting anything
         if args.url:
@@ -136,10 +136,10 @@ def main(argv: list[str] | None = None, prog: str = "python -m samples.loadgen")
         else:
             summary = _load_sample_server(args, knobs, console)
     except (ValueError, OSError) as exc:
-        console.print(f"[red]error:[/red] {exc}", highlight=False)
+        errors.print(f"[red]error:[/red] {exc}", highlight=False)
         return 2
     except KeyboardInterrupt:
-        console.print("interrupted: records written so far are kept")
+        errors.print("interrupted: the records of finished requests are kept")
         return 130
     return 0 if summary.ok else 1
 

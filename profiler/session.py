@@ -1,0 +1,182 @@
+"""The session directory: what one profiling run leaves behind, and how it is read back.
+
+::
+
+    SESSION/
+      meta.json          host, versions, command, targets, probes (on/off and why), clock anchors
+      raw/<probe>/...    each probe's artifact exactly as its tool wrote it
+      timeline.parquet   the merged events (profiler.timeline schema)
+      stack_frames.parquet, stack_nodes.parquet   the stack table of sampled stacks
+
+Every file is written to a temporary name and renamed, so a run interrupted at any point
+leaves only whole files; :func:`load` returns whatever the directory holds, with notes on
+what is missing. Paths given by probes are checked to stay inside the session directory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import socket
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from profiler.clock import ClockAnchor, best_anchor, drift_ns
+from profiler.timeline import StackTable, empty_events, validate
+
+META = "meta.json"
+TIMELINE = "timeline.parquet"
+STACK_FRAMES = "stack_frames.parquet"
+STACK_NODES = "stack_nodes.parquet"
+RAW = "raw"
+FORMAT_VERSION = 1
+
+
+class SessionError(RuntimeError):
+    pass
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_parquet(frame: pd.DataFrame, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        frame.to_parquet(tmp, index=False, compression="zstd")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def safe_child(base: Path, *parts: str) -> Path:
+    """``base/parts...``, refusing anything (.., absolute paths, links) that leaves ``base``."""
+    base = base.resolve()
+    candidate = base.joinpath(*parts).resolve()
+    if candidate != base and base not in candidate.parents:
+        raise SessionError(f"path {'/'.join(parts)!r} escapes the session directory {base}")
+    return candidate
+
+
+def host_facts() -> dict[str, Any]:
+    versions = {"python": platform.python_version()}
+    for module in ("torch", "onnxruntime", "numpy", "pandas"):
+        mod = sys.modules.get(module)
+        if mod is not None:
+            versions[module] = getattr(mod, "__version__", "?")
+    return {"hostname": socket.gethostname(), "platform": platform.platform(), "machine": platform.machine(),
+            "cores": os.cpu_count(), "versions": versions}
+
+
+@dataclass
+class Session:
+    path: Path
+    meta: dict[str, Any]
+    timeline: pd.DataFrame = field(default_factory=empty_events)
+    stacks: StackTable = field(default_factory=StackTable)
+    notes: list[str] = field(default_factory=list)
+
+    @classmethod
+    def create(cls, path: Path | str, command: list[str] | None = None, targets: list[int] | None = None) -> Session:
+        path = Path(path)
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            (path / RAW).mkdir(exist_ok=True)
+            probe = path / ".write-test"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as exc:
+            raise SessionError(f"cannot write the session directory {path}: {exc.strerror or exc}") from None
+        meta = {"format": FORMAT_VERSION, "created_ns": time.time_ns(), "host": host_facts(),
+                "command": command or [], "targets": targets or [], "probes": {},
+                "clock": {"anchors": [ClockAnchor.take().to_dict()]}, "notes": []}
+        session = cls(path, meta)
+        session.save_meta()
+        return session
+
+    # -- writing -------------------------------------------------------------------------
+
+    def raw_dir(self, probe: str) -> Path:
+        directory = safe_child(self.path, RAW, probe)
+        directory.mkdir(parents=True, exist_ok=True)
+        return directory
+
+    def set_probe(self, name: str, status: str, reason: str | None = None, **details: Any) -> None:
+        self.meta["probes"][name] = {"status": status, **({"reason": reason} if reason else {}), **details}
+        self.save_meta()
+
+    def add_note(self, note: str) -> None:
+        self.meta.setdefault("notes", []).append(note)
+        self.save_meta()
+
+    def anchor_clock(self) -> ClockAnchor:
+        anchor = ClockAnchor.take()
+        self.meta["clock"]["anchors"].append(anchor.to_dict())
+        anchors = self.anchors
+        self.meta["clock"]["uncertainty_ns"] = best_anchor(anchors).uncertainty_ns
+        self.meta["clock"]["drift_ns"] = drift_ns(anchors[0], anchors[-1])
+        self.save_meta()
+        return anchor
+
+    @property
+    def anchors(self) -> list[ClockAnchor]:
+        return [ClockAnchor.from_dict(a) for a in self.meta["clock"]["anchors"]]
+
+    def save_meta(self) -> None:
+        atomic_write_bytes(self.path / META, json.dumps(self.meta, indent=2, sort_keys=True).encode())
+
+    def save_timeline(self, events: pd.DataFrame, stacks: StackTable | None = None) -> None:
+        validate(events)
+        self.timeline = events
+        if stacks is not None:
+            self.stacks = stacks
+            frames, nodes = stacks.to_frames()
+            atomic_write_parquet(frames, self.path / STACK_FRAMES)
+            atomic_write_parquet(nodes, self.path / STACK_NODES)
+        atomic_write_parquet(events, self.path / TIMELINE)
+
+
+def load(path: Path | str) -> Session:
+    """Open a session directory, with whatever it holds.
+
+    A missing timeline (a run stopped before merging) gives an empty timeline and a note;
+    a directory without ``meta.json`` is not a session.
+    """
+    path = Path(path)
+    meta_path = path / META
+    if not meta_path.is_file():
+        raise SessionError(f"{path} is not a prof session (no {META})")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, ValueError) as exc:
+        raise SessionError(f"{meta_path}: unreadable session metadata ({exc})") from None
+    session = Session(path, meta)
+    timeline_path = path / TIMELINE
+    if timeline_path.is_file():
+        session.timeline = pd.read_parquet(timeline_path)
+    else:
+        session.notes.append("no merged timeline in this session (interrupted before merging)")
+    if (path / STACK_FRAMES).is_file() and (path / STACK_NODES).is_file():
+        session.stacks = StackTable.from_frames(pd.read_parquet(path / STACK_FRAMES),
+                                                pd.read_parquet(path / STACK_NODES))
+    return session

@@ -1,0 +1,224 @@
+"""py-spy: sample a running Python process's stacks from outside (ptrace), and read them back.
+
+``py-spy record --format chrometrace`` writes, per thread, B/E events whose ``ts`` is µs since
+py-spy started; consecutive identical samples are merged, so each B/E run is a stretch of time
+during which the thread's stack did not change. We anchor that clock at launch (a bracketed
+(realtime, monotonic) pair taken just before spawning py-spy) and turn each stretch into one
+``sample`` event: ``dur_ns`` is the stretch, ``value`` the number of samples it stands for,
+``stack_id`` the stack in the session's stack table, ``name`` the leaf function.
+
+py-spy's ``tid`` is the pthread identifier, not the OS thread id; ``py-spy dump --json``
+snapshots (taken at start and stop) map one to the other and tell which thread held the GIL.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from profiler.clock import ClockAnchor
+from profiler.timeline import StackTable, make_events
+
+SOURCE = "pyspy"
+TRACE_FILE = "pyspy-{pid}.json"
+META_FILE = "pyspy-{pid}.meta.json"
+DUMP_FILE = "pyspy-{pid}-dump-{label}.json"
+
+
+class PySpyError(RuntimeError):
+    """py-spy cannot sample the target; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class PySpyOptions:
+    rate: int = 100
+    idle: bool = False
+    gil: bool = False
+    native: bool = False
+    subprocesses: bool = False
+    nonblocking: bool = True
+
+    def flags(self) -> list[str]:
+        flags = ["--rate", str(self.rate)]
+        for name in ("idle", "gil", "native", "subprocesses", "nonblocking"):
+            if getattr(self, name):
+                flags.append(f"--{name}")
+        return flags
+
+
+def pyspy_binary() -> str:
+    candidates = [Path(sys.executable).parent / "py-spy", shutil.which("py-spy")]
+    for candidate in candidates:
+        if candidate and Path(candidate).is_file():
+            return str(candidate)
+    raise PySpyError("py-spy is not installed (pip install py-spy)")
+
+
+def explain_failure(pid: int, output: str) -> str:
+    """Turn py-spy's complaint into one line with the remedy."""
+    lowered = output.lower()
+    if "permission denied" in lowered or "operation not permitted" in lowered or "ptrace" in lowered:
+        return (f"py-spy may not trace pid {pid} (ptrace denied): run as root, or allow it with "
+                "'sudo sysctl kernel.yama.ptrace_scope=0' or CAP_SYS_PTRACE")
+    if "no such process" in lowered or not _alive(pid):
+        return f"pid {pid} does not exist (or exited)"
+    if "python" in lowered and ("failed to find" in lowered or "not a python" in lowered
+                                or "interpreter" in lowered):
+        return f"pid {pid} is not a Python process py-spy can read"
+    last = output.strip().splitlines()[-1] if output.strip() else "no output"
+    return f"py-spy failed on pid {pid}: {last}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def dump_threads(pid: int, timeout_s: float = 20.0) -> list[dict]:
+    """``py-spy dump --json``: one dict per thread (ids, name, GIL and idle state, frames)."""
+    try:
+        result = subprocess.run([pyspy_binary(), "dump", "--pid", str(pid), "--json"], capture_output=True,
+                                text=True, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        raise PySpyError(f"py-spy dump of pid {pid} did not answer in {timeout_s:.0f} s") from None
+    if result.returncode != 0:
+        raise PySpyError(explain_failure(pid, result.stderr + result.stdout))
+    try:
+        threads = json.loads(result.stdout)
+    except ValueError:
+        raise PySpyError(f"py-spy dump of pid {pid} printed no JSON") from None
+    return threads if isinstance(threads, list) else []
+
+
+@dataclass
+class PySpyRecorder:
+    """One ``py-spy record`` child against ``pid``, writing into ``out_dir``."""
+
+    pid: int
+    out_dir: Path
+    options: PySpyOptions = field(default_factory=PySpyOptions)
+    process: subprocess.Popen | None = None
+    anchor: ClockAnchor | None = None
+
+    @property
+    def trace_path(self) -> Path:
+        return self.out_dir / TRACE_FILE.format(pid=self.pid)
+
+    def start(self) -> None:
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self._save_dump("start")
+        command = [pyspy_binary(), "record", "--pid", str(self.pid), "--format", "chrometrace",
+                   "--output", str(self.trace_path), *self.options.flags()]
+        log = open(self.out_dir / f"pyspy-{self.pid}.log", "wb")
+        self.anchor = ClockAnchor.take()
+        self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        log.close()
+        meta = {"pid": self.pid, "anchor": self.anchor.to_dict(), "options": asdict(self.options),
+                "command": command}
+        (self.out_dir / META_FILE.format(pid=self.pid)).write_text(json.dumps(meta))
+        time.sleep(0.2)
+        if self.process.poll() is not None:
+            output = (self.out_dir / f"pyspy-{self.pid}.log").read_text(errors="replace")
+            raise PySpyError(explain_failure(self.pid, output))
+
+    def _save_dump(self, label: str) -> None:
+        threads = dump_threads(self.pid)
+        (self.out_dir / DUMP_FILE.format(pid=self.pid, label=label)).write_text(json.dumps(threads))
+
+    def stop(self, timeout_s: float = 30.0) -> Path | None:
+        """Ask py-spy to finish (SIGINT makes it write its output); return the trace if any."""
+        if self.process is None:
+            return None
+        try:
+            self._save_dump("stop")
+        except PySpyError:
+            pass  # the target may have exited; the start dump still maps its threads
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.trace_path if self.trace_path.is_file() else None
+
+
+def thread_map(out_dir: Path, pid: int) -> dict[int, dict]:
+    """pthread ident -> {os_tid, name, owns_gil, active} from the saved dumps (latest wins)."""
+    mapping: dict[int, dict] = {}
+    for label in ("start", "stop"):
+        path = out_dir / DUMP_FILE.format(pid=pid, label=label)
+        if not path.is_file():
+            continue
+        try:
+            threads = json.loads(path.read_text())
+        except ValueError:
+            continue
+        for thread in threads:
+            mapping[int(thread["thread_id"])] = {"os_tid": thread.get("os_thread_id"),
+                                                 "name": thread.get("thread_name"),
+                                                 "owns_gil": thread.get("owns_gil"), "active": thread.get("active")}
+    return mapping
+
+
+def ingest_pyspy_chrometrace(path: Path, anchor_epoch_ns: int, rate: int, stacks: StackTable,
+                             threads: dict[int, dict] | None = None) -> pd.DataFrame:
+    """Stretches of unchanged stacks as ``sample`` events (see module doc)."""
+    try:
+        events = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise PySpyError(f"{path}: not a readable py-spy chrometrace ({exc})") from None
+    if isinstance(events, dict):
+        events = events.get("traceEvents", [])
+    threads = threads or {}
+    open_stacks: dict[int, list[tuple[str, str, int]]] = {}
+    last_ts: dict[int, int] = {}
+    ts, dur, tids, pids, leaf_ids = [], [], [], [], []
+    for event in events:
+        phase = event.get("ph")
+        if phase not in ("B", "E"):
+            continue
+        tid, now = int(event["tid"]), int(round(float(event["ts"]) * 1000))
+        stack = open_stacks.setdefault(tid, [])
+        if stack and now > last_ts[tid]:
+            ts.append(last_ts[tid])
+            dur.append(now - last_ts[tid])
+            tids.append(tid)
+            pids.append(int(event.get("pid", -1)))
+            leaf_ids.append(stacks.intern(stack))
+        last_ts[tid] = now
+        if phase == "B":
+            args = event.get("args") or {}
+            stack.append((str(event.get("name", "?")), str(args.get("filename", "?")), int(args.get("line", 0))))
+        elif stack:
+            stack.pop()
+    ts_ns = np.asarray(ts, dtype=np.int64) + anchor_epoch_ns
+    dur_ns = np.asarray(dur, dtype=np.int64)
+    os_tids = [threads.get(t, {}).get("os_tid") or t for t in tids]
+    names = [stacks.functions[stacks.node_frames[leaf]] for leaf in leaf_ids]
+    return make_events(ts_ns=ts_ns, source=SOURCE, kind="sample", name=names, dur_ns=dur_ns, pid=pids,
+                       tid=np.asarray(os_tids, dtype=np.int64), stack_id=leaf_ids,
+                       value=dur_ns * (rate / 1e9))
+
+
+def ingest_recording(out_dir: Path, pid: int, stacks: StackTable) -> pd.DataFrame:
+    """Read what a :class:`PySpyRecorder` left in ``out_dir``."""
+    meta = json.loads((out_dir / META_FILE.format(pid=pid)).read_text())
+    anchor = ClockAnchor.from_dict(meta["anchor"])
+    return ingest_pyspy_chrometrace(out_dir / TRACE_FILE.format(pid=pid), anchor.realtime_ns,
+                                    int(meta["options"]["rate"]), stacks, thread_map(out_dir, pid))

@@ -1,0 +1,71 @@
+"""Real A100/V100 kineto traces from ../shared/data/kineto (Holistic Trace Analysis test data)."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from probes.kineto import KinetoError, gpu_pid, ingest_kineto
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "kineto"
+pytestmark = pytest.mark.skipif(not DATA.is_dir(), reason=f"real traces not present at {DATA}")
+
+
+def cats(events) -> Counter:
+    return Counter(json.loads(a)["cat"] for a in events["args"])
+
+
+def test_a100_training_step_figures() -> None:
+    trace = ingest_kineto(DATA / "a100_train_rank0.json.gz")
+    events = trace.events
+    counts = cats(events)
+    assert counts["kernel"] == 6080 and counts["gpu_memcpy"] == 1390 and counts["gpu_memset"] == 277
+    assert counts["cpu_op"] == 25185 and counts["cuda_runtime"] == 33924
+    copies = Counter((json.loads(a)["copy"], json.loads(a)["memory"])
+                     for a in events["args"] if '"gpu_memcpy"' in a)
+    assert copies == {("HtoD", "pageable"): 45, ("HtoD", "pinned"): 35, ("DtoH", "pageable"): 30,
+                      ("DtoD", "device"): 1280}
+    h2d = events[events["stage"] == "h2d"]
+    assert len(h2d) == 80 and (h2d["pid"] == gpu_pid(0)).all()
+    kernels = events[events["args"].str.contains('"cat":"kernel"')]
+    busy_ms = kernels["dur_ns"].sum() / 1e6
+    assert 100 < busy_ms < 10_000  # sum of kernel time in the step, ms
+    assert trace.device_properties and "A100" in trace.device_properties[0]["name"]
+
+
+def test_alexnet_pageable_copies_and_syncs() -> None:
+    events = ingest_kineto(DATA / "alexnet_a100_pageable_sync.json.gz").events
+    counts = cats(events)
+    assert counts["gpu_memcpy"] == 16 and counts["cuda_sync"] == 41 and counts["kernel"] == 79
+    memcpy = events[events["args"].str.contains('"gpu_memcpy"')]
+    assert set(memcpy["name"]) == {"Memcpy HtoD (Pageable -> Device)"}
+    assert all(json.loads(a)["memory"] == "pageable" for a in memcpy["args"])
+    # absolute µs timestamps (no baseTimeNanoseconds): September 2023
+    assert 1_695_000_000 * 10**9 < events["ts_ns"].min() < 1_696_000_000 * 10**9
+
+
+def test_v100_fractional_microseconds_survive() -> None:
+    events = ingest_kineto(DATA / "v100_ns_resolution.json.gz").events
+    assert cats(events)["kernel"] == 4350
+    assert (events["ts_ns"] % 1000 != 0).mean() > 0.5  # sub-µs parts kept, not truncated
+
+
+def test_cpu_only_trace_uses_base_time() -> None:
+    trace = ingest_kineto(DATA / "cpu_only.json.gz")
+    assert trace.base_time_ns == 1719853884000000000
+    assert len(trace.events) == 15 and (trace.events["pid"] > 0).all()
+    assert trace.events["ts_ns"].min() > trace.base_time_ns
+
+
+def test_broken_trace_is_one_clear_error(tmp_path) -> None:
+    bad = tmp_path / "bad.json.gz"
+    bad.write_bytes(b"\x1f\x8b\x08garbage")
+    with pytest.raises(KinetoError, match="bad.json.gz"):
+        ingest_kineto(bad)
+    other = tmp_path / "other.json"
+    other.write_text('{"hello": 1}')
+    with pytest.raises(KinetoError, match="no traceEvents"):
+        ingest_kineto(other)

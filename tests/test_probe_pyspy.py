@@ -1,0 +1,95 @@
+"""Real py-spy attached to real processes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from probes.pyspy import PySpyError, PySpyOptions, PySpyRecorder, dump_threads, ingest_recording
+from profiler.timeline import StackTable
+
+TARGET = textwrap.dedent("""
+    import json, sys, threading, time
+
+    def busy_loop(until):
+        while time.time() < until:
+            pass
+
+    def idle_worker():
+        time.sleep(60)
+
+    threading.Thread(target=idle_worker, name="sleeper", daemon=True).start()
+    time.sleep(0.6)
+    spans = []
+    for _ in range(4):
+        start = time.time_ns()
+        busy_loop(time.time() + 0.15)
+        spans.append((start, time.time_ns()))
+        time.sleep(0.1)
+    json.dump(spans, open(sys.argv[1], "w"))
+""")
+
+
+@pytest.fixture()
+def target(tmp_path: Path):
+    script = tmp_path / "target.py"
+    script.write_text(TARGET)
+    spans = tmp_path / "spans.json"
+    process = subprocess.Popen([sys.executable, str(script), str(spans)])
+    time.sleep(0.2)
+    yield process, spans
+    process.kill()
+    process.wait()
+
+
+def test_samples_of_a_busy_loop_fall_inside_its_span(target, tmp_path: Path) -> None:
+    process, spans_file = target
+    recorder = PySpyRecorder(process.pid, tmp_path / "raw", PySpyOptions(rate=250))
+    recorder.start()
+    process.wait(30)
+    assert recorder.stop() is not None
+    stacks = StackTable()
+    events = ingest_recording(tmp_path / "raw", process.pid, stacks)
+    spans = json.loads(spans_file.read_text())
+    busy = events[events["name"] == "busy_loop"]
+    assert len(busy) >= 4
+    tolerance = 10_000_000  # 10 ms: py-spy's launch anchor plus one sampling interval
+    for ts, dur in zip(busy["ts_ns"], busy["dur_ns"]):
+        assert any(start - tolerance <= ts and ts + dur <= end + tolerance for start, end in spans), ts
+    covered = busy["dur_ns"].sum() / sum(end - start for start, end in spans)
+    assert 0.7 < covered < 1.3
+    frames = stacks.frames_of(int(busy["stack_id"].iloc[0]))
+    assert frames[-1][0] == "busy_loop" and frames[-1][1].endswith("target.py")
+    assert (busy["tid"] == process.pid).all()  # the main thread's OS tid, mapped from the pthread id
+    assert busy["value"].sum() == pytest.approx(busy["dur_ns"].sum() * 250 / 1e9)
+
+
+def test_dump_maps_pthread_ids_to_os_threads(target) -> None:
+    process, _ = target
+    threads = dump_threads(process.pid)
+    names = {t["thread_name"] for t in threads}
+    assert "sleeper" in names
+    assert all(isinstance(t["os_thread_id"], int) for t in threads)
+
+
+def test_dead_pid_is_one_clear_error(tmp_path: Path) -> None:
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    with pytest.raises(PySpyError, match=f"pid {process.pid} does not exist"):
+        PySpyRecorder(process.pid, tmp_path).start()
+
+
+def test_non_python_process_is_one_clear_error(tmp_path: Path) -> None:
+    process = subprocess.Popen(["sleep", "30"])
+    try:
+        with pytest.raises(PySpyError, match=f"pid {process.pid}"):
+            dump_threads(process.pid)
+    finally:
+        process.kill()
+        process.wait()

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from profiler.timeline import make_events
+from profiler.timeline import gpu_pid, make_events
 
 SOURCE = "torch"
 HOST_CATEGORIES = frozenset({"cpu_op", "user_annotation", "python_function", "cuda_runtime", "cuda_driver"})
@@ -36,11 +36,6 @@ _ARG_KEYS = ("correlation", "stream", "device", "bytes", "External id", "Input D
 
 class KinetoError(ValueError):
     pass
-
-
-def gpu_pid(device: int) -> int:
-    """Timeline pid of GPU ``device``: negative, so it never collides with an OS pid."""
-    return -100 - int(device)
 
 
 @dataclass

@@ -41,6 +41,11 @@ class PySpyError(RuntimeError):
 
 @dataclass(frozen=True)
 class PySpyOptions:
+    """``idle`` says whether idle stacks are wanted in the analysis; the recording always
+    includes them, because chrometrace merges a stack across the gap of unsampled idle time
+    (a loop, a sleep, the same loop again reads as one long stretch) unless idle samples
+    mark the gap."""
+
     rate: int = 100
     idle: bool = False
     gil: bool = False
@@ -49,8 +54,8 @@ class PySpyOptions:
     nonblocking: bool = True
 
     def flags(self) -> list[str]:
-        flags = ["--rate", str(self.rate)]
-        for name in ("idle", "gil", "native", "subprocesses", "nonblocking"):
+        flags = ["--rate", str(self.rate), "--idle"]
+        for name in ("gil", "native", "subprocesses", "nonblocking"):
             if getattr(self, name):
                 flags.append(f"--{name}")
         return flags
@@ -125,9 +130,15 @@ class PySpyRecorder:
         command = [pyspy_binary(), "record", "--pid", str(self.pid), "--format", "chrometrace",
                    "--output", str(self.trace_path), *self.options.flags()]
         log = open(self.out_dir / f"pyspy-{self.pid}.log", "wb")
-        self.anchor = ClockAnchor.take()
+        # py-spy's clock starts as it begins running, between these two readings: use the
+        # midpoint, with half the gap as the uncertainty.
+        before = ClockAnchor.take()
         self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        after = ClockAnchor.take()
         log.close()
+        half_gap = (after.realtime_ns - before.realtime_ns) // 2
+        self.anchor = ClockAnchor(before.realtime_ns + half_gap, before.monotonic_ns + half_gap,
+                                  half_gap + max(before.uncertainty_ns, after.uncertainty_ns))
         meta = {"pid": self.pid, "anchor": self.anchor.to_dict(), "options": asdict(self.options),
                 "command": command}
         (self.out_dir / META_FILE.format(pid=self.pid)).write_text(json.dumps(meta))

@@ -11,7 +11,7 @@ source      category     stages, ort, torch, pyspy, proc, nvml, scalene, loadgen
 kind        category     span, sample, counter, instant
 name        category     stage name, op / kernel name, function, counter name
 stage       category     closed stage vocabulary, or missing
-pid         int64        OS process id (-1 when unknown, e.g. a GPU stream's host)
+pid         int64        OS process id; GPU d is gpu_pid(d) = -100 - d; -1 when unknown
 tid         int64        OS thread id, or a GPU stream / lane id (-1 when unknown)
 request_id  string       the request a span belongs to, or missing
 batch_id    int64        the batch a span belongs to, -1 for none
@@ -44,6 +44,11 @@ _INT_DEFAULTS = {"dur_ns": 0, "pid": -1, "tid": -1, "batch_id": -1, "stack_id": 
 
 class SchemaError(ValueError):
     pass
+
+
+def gpu_pid(device: int) -> int:
+    """Timeline pid of GPU ``device``: negative, so a GPU lane never collides with an OS pid."""
+    return -100 - int(device)
 
 
 def make_events(

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from probes.kineto import KinetoError, gpu_pid, ingest_kineto
+from probes.kineto import KinetoError, ingest_kineto
+from profiler.timeline import gpu_pid
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "kineto"
 pytestmark = pytest.mark.skipif(not DATA.is_dir(), reason=f"real traces not present at {DATA}")

@@ -15,7 +15,7 @@ from probes.pyspy import PySpyError, PySpyOptions, PySpyRecorder, dump_threads, 
 from profiler.timeline import StackTable
 
 TARGET = textwrap.dedent("""
-    import json, sys, threading, time
+    import json, os, sys, threading, time
 
     def busy_loop(until):
         while time.time() < until:
@@ -25,7 +25,8 @@ TARGET = textwrap.dedent("""
         time.sleep(60)
 
     threading.Thread(target=idle_worker, name="sleeper", daemon=True).start()
-    time.sleep(0.6)
+    while not os.path.exists(sys.argv[2]):  # the test says go once py-spy records
+        time.sleep(0.01)
     spans = []
     for _ in range(4):
         start = time.time_ns()
@@ -41,8 +42,10 @@ def target(tmp_path: Path):
     script = tmp_path / "target.py"
     script.write_text(TARGET)
     spans = tmp_path / "spans.json"
-    process = subprocess.Popen([sys.executable, str(script), str(spans)])
-    time.sleep(0.2)
+    go = tmp_path / "go"
+    process = subprocess.Popen([sys.executable, str(script), str(spans), str(go)])
+    time.sleep(0.3)
+    process.go = go
     yield process, spans
     process.kill()
     process.wait()
@@ -52,6 +55,8 @@ def test_samples_of_a_busy_loop_fall_inside_its_span(target, tmp_path: Path) -> 
     process, spans_file = target
     recorder = PySpyRecorder(process.pid, tmp_path / "raw", PySpyOptions(rate=250))
     recorder.start()
+    time.sleep(0.3)
+    process.go.write_text("")
     process.wait(30)
     assert recorder.stop() is not None
     stacks = StackTable()
@@ -59,7 +64,7 @@ def test_samples_of_a_busy_loop_fall_inside_its_span(target, tmp_path: Path) -> 
     spans = json.loads(spans_file.read_text())
     busy = events[events["name"] == "busy_loop"]
     assert len(busy) >= 4
-    tolerance = 10_000_000  # 10 ms: py-spy's launch anchor plus one sampling interval
+    tolerance = 15_000_000  # py-spy's launch anchor (a few ms) plus one sampling interval (4 ms)
     for ts, dur in zip(busy["ts_ns"], busy["dur_ns"]):
         assert any(start - tolerance <= ts and ts + dur <= end + tolerance for start, end in spans), ts
     covered = busy["dur_ns"].sum() / sum(end - start for start, end in spans)

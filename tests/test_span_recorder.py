@@ -92,3 +92,40 @@ def test_span_file_anchors_bracket_the_recording(tmp_path: Path) -> None:
     epoch = spans.best_anchor.to_epoch_ns(int(spans.columns["start_ns"][0]))
     assert abs(epoch - time.time_ns()) < 5_000_000_000
     assert len(spans.anchors) == 2
+
+
+def test_request_ids_interned_from_many_threads_stay_distinct(tmp_path: Path) -> None:
+    recorder = SpanRecorder(tmp_path, capacity=100)
+    results: dict[str, int] = {}
+
+    def work(t: int) -> None:
+        for i in range(2000):
+            rid = f"r{i % 500}-{t % 2}"
+            index = recorder.request_index(rid)
+            assert results.setdefault(rid, index) == index
+
+    workers = [threading.Thread(target=work, args=(t,)) for t in range(4)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    assert len(set(results.values())) == len(results) == 1000
+    assert all(recorder._request_ids[i] == rid for rid, i in results.items())
+
+
+def test_ingested_spans_land_on_the_epoch_clock(tmp_path: Path) -> None:
+    import time
+
+    from probes.stages import ingest_span_files
+
+    recorder = SpanRecorder(tmp_path, capacity=8)
+    rid = recorder.request_index("req-1")
+    before = time.time_ns()
+    t0 = time.perf_counter_ns()
+    recorder.record(Stage.DECODE, t0, t0 + 2_000_000, rid, 3)
+    recorder.record(Stage.INFERENCE, t0 + 2_000_000, t0 + 5_000_000, -1, 3)
+    events = ingest_span_files([recorder.flush()])
+    assert events["name"].tolist() == ["decode", "inference"] and events["stage"].tolist() == ["decode", "inference"]
+    assert events["request_id"].tolist()[0] == "req-1" and events["request_id"].isna().tolist()[1]
+    assert events["dur_ns"].tolist() == [2_000_000, 3_000_000] and events["batch_id"].tolist() == [3, 3]
+    assert abs(int(events["ts_ns"].iloc[0]) - before) < 2_000_000

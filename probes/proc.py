@@ -1,0 +1,151 @@
+"""psutil sampler: CPU, memory, threads, context switches and I/O of a process and its children.
+
+A background thread reads psutil at a fixed interval and appends one JSON line per process
+per tick to ``proc-<pid>.jsonl`` (flushed each tick, so an interrupted run keeps what it
+saw). Counters psutil reports as running totals (CPU seconds, context switches, I/O bytes)
+are stored as totals; the ingest turns them into rates. USS needs ``/proc/PID/smaps`` and is
+read less often.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import psutil
+
+from profiler.timeline import make_events, merge_events
+
+SOURCE = "proc"
+FILE = "proc-{pid}.jsonl"
+
+
+def read_process(process: psutil.Process, with_uss: bool) -> dict:
+    with process.oneshot():
+        times = process.cpu_times()
+        memory = process.memory_info()
+        ctx = process.num_ctx_switches()
+        row = {"pid": process.pid, "name": process.name(), "cpu_s": times.user + times.system,
+               "rss": memory.rss, "threads": process.num_threads(), "ctx_vol": ctx.voluntary,
+               "ctx_invol": ctx.involuntary,
+               "thread_cpu_s": {t.id: t.user_time + t.system_time for t in process.threads()}}
+        try:
+            io = process.io_counters()
+            row["read_bytes"], row["write_bytes"] = io.read_bytes, io.write_bytes
+        except (psutil.AccessDenied, AttributeError):
+            pass
+    if with_uss:
+        try:
+            row["uss"] = process.memory_full_info().uss
+        except psutil.AccessDenied:
+            pass
+    return row
+
+
+@dataclass
+class ProcSampler:
+    """Samples ``pid`` and its children every ``interval_s`` until :meth:`stop`."""
+
+    pid: int
+    out_dir: Path
+    interval_s: float = 0.1
+    uss_every: int = 10
+    errors: list[str] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    @property
+    def path(self) -> Path:
+        return self.out_dir / FILE.format(pid=self.pid)
+
+    def start(self) -> None:
+        psutil.Process(self.pid)  # raises NoSuchProcess now rather than in the thread
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self._thread = threading.Thread(target=self._run, name="prof-proc-sampler", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> Path:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        return self.path
+
+    def _run(self) -> None:
+        root = psutil.Process(self.pid)
+        tick = 0
+        with open(self.path, "a") as out:
+            while not self._stop.is_set():
+                started = time.perf_counter()
+                try:
+                    family = [root, *root.children(recursive=True)]
+                except psutil.NoSuchProcess:
+                    self.errors.append(f"pid {self.pid} exited")
+                    return
+                now = time.time_ns()
+                for process in family:
+                    try:
+                        row = read_process(process, with_uss=tick % self.uss_every == 0)
+                    except (psutil.NoSuchProcess, psutil.ZombieProcess):
+                        continue
+                    row["t"] = now
+                    out.write(json.dumps(row, separators=(",", ":")) + "\n")
+                out.flush()
+                tick += 1
+                self._stop.wait(max(0.0, self.interval_s - (time.perf_counter() - started)))
+
+
+def ingest_proc(path: Path | str) -> pd.DataFrame:
+    """Counter events: cpu_percent, rss_bytes, uss_bytes, threads, ctx switches/s, I/O bytes/s,
+    and per-thread cpu_percent (with the thread's tid)."""
+    rows = []
+    for line in Path(path).read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except ValueError:
+            continue  # a line cut off by an interruption
+    frames = []
+    by_pid: dict[int, list[dict]] = {}
+    for row in rows:
+        by_pid.setdefault(int(row["pid"]), []).append(row)
+    for pid, samples in by_pid.items():
+        frames.extend(_process_counters(pid, samples))
+    if not frames:
+        return make_events(ts_ns=[], source=SOURCE, kind="counter", name=[])
+    return merge_events(frames)
+
+
+def _process_counters(pid: int, samples: list[dict]) -> list[pd.DataFrame]:
+    t = np.asarray([s["t"] for s in samples], dtype=np.int64)
+    frames = []
+
+    def counter(name: str, ts: np.ndarray, values: np.ndarray, tid: int = -1) -> None:
+        frames.append(make_events(ts_ns=ts, source=SOURCE, kind="counter", name=name, pid=pid, tid=tid,
+                                  value=values))
+
+    for key, name in (("rss", "rss_bytes"), ("threads", "threads")):
+        counter(name, t, np.asarray([s[key] for s in samples], dtype=np.float64))
+    uss = [(s["t"], s["uss"]) for s in samples if "uss" in s]
+    if uss:
+        counter("uss_bytes", np.asarray([u[0] for u in uss], dtype=np.int64), np.asarray([u[1] for u in uss], float))
+    if len(samples) < 2:
+        return frames
+    dt = np.diff(t) / 1e9
+    for key, name, scale in (("cpu_s", "cpu_percent", 100.0), ("ctx_vol", "ctx_switches_voluntary_per_s", 1.0),
+                             ("ctx_invol", "ctx_switches_involuntary_per_s", 1.0),
+                             ("read_bytes", "read_bytes_per_s", 1.0), ("write_bytes", "write_bytes_per_s", 1.0)):
+        if all(key in s for s in samples):
+            totals = np.asarray([s[key] for s in samples], dtype=np.float64)
+            counter(name, t[1:], scale * np.diff(totals) / dt)
+    for tid in sorted({int(k) for s in samples for k in s["thread_cpu_s"]}):
+        series = [(s["t"], s["thread_cpu_s"].get(str(tid), s["thread_cpu_s"].get(tid))) for s in samples]
+        series = [(ts, v) for ts, v in series if v is not None]
+        if len(series) >= 2:
+            ts = np.asarray([x[0] for x in series], dtype=np.int64)
+            values = np.asarray([x[1] for x in series], dtype=np.float64)
+            counter("thread_cpu_percent", ts[1:], 100.0 * np.diff(values) / (np.diff(ts) / 1e9), tid)
+    return frames

@@ -1,0 +1,1 @@
+"""Renderers turn a timeline into bytes of some format; the CLI decides where they go."""

@@ -10,7 +10,6 @@ million events, is read up to its last whole event, with a warning.
 from __future__ import annotations
 
 import json
-import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +24,6 @@ SOURCE = "ort"
 ANCHOR_SUFFIX = ".anchor.json"
 EVENT_CAP = 1_000_000
 _NODE_SUFFIXES = ("_kernel_time", "_fence_before", "_fence_after")
-log = logging.getLogger("probes.ort")
 
 
 class OrtProfileError(ValueError):
@@ -151,6 +149,4 @@ def ingest_ort_profile(path: Path | str, start_ns: int | None = None) -> OrtProf
     tid = [int(e.get("tid", -1)) for e in rows]
     frame = make_events(ts_ns=ts, source=SOURCE, kind="span", name=names, dur_ns=dur, pid=pid, tid=tid,
                         stage=stages, args=args)
-    for warning in warnings:
-        log.warning(warning)
     return OrtProfile(frame, start, warnings)

@@ -37,9 +37,16 @@ def _load(argv: list[str]) -> int:
     return main(argv, prog="prof load")
 
 
+def _import(argv: list[str]) -> int:
+    from profiler.cli_import import main
+
+    return main(argv)
+
+
 COMMANDS: tuple[Command, ...] = (
     Command("serve", "start the reference classification server (FastAPI + uvicorn, 127.0.0.1)", _serve),
     Command("load", "drive HTTP load at a server (or at a sample server it starts) and report latency", _load),
+    Command("import", "build a session from ORT, PyTorch profiler or py-spy trace files you already have", _import),
 )
 
 

@@ -1,0 +1,46 @@
+"""``prof import FILE... --out DIR``: a session from trace files users already have."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+EXAMPLES = """examples:
+  prof import ort_profile.json --out prof-out/imported
+  prof import trace.json.gz pyspy.json --out prof-out/mixed
+"""
+
+
+def main(argv: list[str], prog: str = "prof import") -> int:
+    parser = argparse.ArgumentParser(
+        prog=prog, description="Build a prof session from existing traces: ONNX Runtime profiles, "
+        "PyTorch profiler (kineto) JSON, plain or gzipped, and py-spy chrometrace files.",
+        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("files", nargs="+", type=Path, help="trace files (format detected from content)")
+    parser.add_argument("--out", type=Path, help="session directory (default prof-out/import-<time>)")
+    args = parser.parse_args(argv)
+
+    from profiler.ingest import build_timeline, import_files
+    from profiler.session import Session, SessionError
+
+    out = args.out or Path("prof-out") / f"import-{time.strftime('%Y%m%d-%H%M%S')}"
+    try:
+        session = Session.create(out, command=["prof", "import", *map(str, args.files)])
+    except SessionError as exc:
+        print(f"prof import: {exc}", file=sys.stderr)
+        return 2
+    imported, errors = import_files(args.files, session)
+    for error in errors:
+        print(f"prof import: skipped {error}", file=sys.stderr)
+    if not imported:
+        print("prof import: nothing imported", file=sys.stderr)
+        return 2
+    warnings = build_timeline(session)
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    counts = session.timeline.groupby("source", observed=True).size()
+    summary = ", ".join(f"{source} {count:,}" for source, count in counts.items())
+    print(f"session {out}: {len(session.timeline):,} events ({summary})")
+    return 1 if errors else 0

@@ -1,0 +1,141 @@
+"""Raw artifacts -> one timeline. One ingester per probe, listed in ``INGESTERS``; each reads
+its ``raw/<probe>/`` directory. A probe whose artifacts are broken adds a note and the
+others go on."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import pandas as pd
+
+from probes import kineto, nvml, ort, proc, pyspy, stages
+from profiler.session import Session, safe_child
+from profiler.timeline import StackTable, make_events, merge_events
+
+
+@dataclass
+class IngestResult:
+    events: pd.DataFrame
+    warnings: list[str] = field(default_factory=list)
+
+
+def _ingest_stages(directory: Path, stacks: StackTable) -> IngestResult:
+    return IngestResult(stages.ingest_span_files(sorted(directory.glob("spans-*.npz"))))
+
+
+def _ingest_ort(directory: Path, stacks: StackTable) -> IngestResult:
+    frames, warnings = [], []
+    for path in sorted(p for p in directory.glob("*.json") if not p.name.endswith(ort.ANCHOR_SUFFIX)):
+        profile = ort.ingest_ort_profile(path)
+        frames.append(profile.events)
+        warnings.extend(profile.warnings)
+    return IngestResult(merge_events(frames), warnings)
+
+
+def _ingest_torch(directory: Path, stacks: StackTable) -> IngestResult:
+    paths = sorted([*directory.glob("*.json"), *directory.glob("*.json.gz")])
+    return IngestResult(merge_events(kineto.ingest_kineto(p).events for p in paths))
+
+
+def _ingest_pyspy(directory: Path, stacks: StackTable) -> IngestResult:
+    frames, warnings = [], []
+    for meta in sorted(directory.glob("pyspy-*.meta.json")):
+        pid = int(json.loads(meta.read_text())["pid"])
+        if (directory / pyspy.TRACE_FILE.format(pid=pid)).is_file():
+            frames.append(pyspy.ingest_recording(directory, pid, stacks))
+        else:
+            warnings.append(f"py-spy wrote no trace for pid {pid} (see {directory}/pyspy-{pid}.log)")
+    for path in sorted(directory.glob("imported-*.json")):
+        frames.append(pyspy.ingest_pyspy_chrometrace(path, 0, 100, stacks))
+        warnings.append(f"{path.name}: imported py-spy trace has no clock anchor; placed at time zero")
+    return IngestResult(merge_events(frames), warnings)
+
+
+def _ingest_proc(directory: Path, stacks: StackTable) -> IngestResult:
+    return IngestResult(merge_events(proc.ingest_proc(p) for p in sorted(directory.glob("proc-*.jsonl"))))
+
+
+def _ingest_nvml(directory: Path, stacks: StackTable) -> IngestResult:
+    path = directory / nvml.FILE
+    return IngestResult(nvml.ingest_nvml(path) if path.is_file() else make_events(
+        ts_ns=[], source="nvml", kind="counter", name=[]))
+
+
+INGESTERS: dict[str, Callable[[Path, StackTable], IngestResult]] = {
+    "stages": _ingest_stages,
+    "ort": _ingest_ort,
+    "torch": _ingest_torch,
+    "pyspy": _ingest_pyspy,
+    "proc": _ingest_proc,
+    "nvml": _ingest_nvml,
+}
+
+
+def build_timeline(session: Session) -> list[str]:
+    """Ingest every ``raw/<probe>`` of the session, merge, save. Returns the warnings."""
+    stacks = StackTable()
+    frames, warnings = [], []
+    raw = session.path / "raw"
+    for probe, ingest in INGESTERS.items():
+        directory = raw / probe
+        if not directory.is_dir():
+            continue
+        try:
+            result = ingest(directory, stacks)
+        except (ValueError, OSError, KeyError, RuntimeError) as exc:
+            warnings.append(f"{probe}: not ingested ({exc})")
+            continue
+        frames.append(result.events)
+        warnings.extend(f"{probe}: {w}" for w in result.warnings)
+    session.save_timeline(merge_events(frames), stacks)
+    for warning in warnings:
+        session.add_note(warning)
+    return warnings
+
+
+def detect_format(path: Path) -> str:
+    """The probe a trace file belongs to: ort, torch or pyspy. Raises ValueError if none."""
+    try:
+        raw = path.read_bytes()
+        if raw[:2] == b"\x1f\x8b":
+            raw = gzip.decompress(raw)
+        document = json.loads(raw)
+    except (OSError, EOFError, ValueError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).splitlines()[0]
+        raise ValueError(f"not a readable JSON trace ({reason})") from None
+    if isinstance(document, dict):
+        if "speedscope" in str(document.get("$schema", "")):
+            raise ValueError("speedscope files hold no timestamps: import the chrometrace instead")
+        events = document.get("traceEvents")
+        if isinstance(events, list):
+            if any(isinstance(e, dict) and e.get("cat") == "py-spy" for e in events[:50]):
+                return "pyspy"
+            return "torch"
+    if isinstance(document, list) and document:
+        first = next((e for e in document if isinstance(e, dict)), {})
+        if first.get("cat") in ("Session", "Node", "Kernel"):
+            return "ort"
+        if first.get("cat") == "py-spy":
+            return "pyspy"
+    raise ValueError("not an ONNX Runtime profile, a kineto/torch trace or a py-spy chrometrace")
+
+
+def import_files(paths: list[Path], session: Session) -> tuple[list[Path], list[str]]:
+    """Copy recognised trace files into the session's raw dirs; return (imported, errors)."""
+    imported, errors = [], []
+    for n, path in enumerate(paths):
+        try:
+            probe = detect_format(path)
+        except ValueError as exc:
+            errors.append(f"{path}: {exc}")
+            continue
+        name = path.name if probe != "pyspy" else f"imported-{n}.json"
+        target = safe_child(session.raw_dir(probe), name)
+        shutil.copyfile(path, target)
+        imported.append(target)
+    return imported, errors

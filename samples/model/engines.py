@@ -43,6 +43,9 @@ class EngineSettings:
     inter_op_threads: int = 1
     pinned: bool = False
     cache_dir: Path | None = None
+    # Framework profiling (ORT's profiler or torch.profiler), on from session creation:
+    # ORT cannot switch it on later. Output lands here when the engine closes.
+    profile_dir: Path | None = None
 
 
 class Engine(Protocol):
@@ -59,6 +62,8 @@ class Engine(Protocol):
 
     def describe(self) -> dict: ...
 
+    def close(self) -> list[Path]: ...
+
 
 @dataclass
 class OrtEngine:
@@ -68,6 +73,7 @@ class OrtEngine:
     contract: Any
     source: dict = field(default_factory=dict)
     name: str = "ort"
+    profiling: bool = False
 
     def __post_init__(self) -> None:
         self._input = self.session.get_inputs()[0].name
@@ -96,6 +102,15 @@ class OrtEngine:
     def describe(self) -> dict:
         return {"backend": self.name, "device": self.device, "providers": self.session.get_providers(), **self.source}
 
+    def close(self) -> list[Path]:
+        """Write the ORT profile (with its clock anchor) if profiling is on."""
+        if not self.profiling:
+            return []
+        from probes import ort as ort_probe
+
+        self.profiling = False
+        return [ort_probe.end_profiling(self.session)]
+
 
 @dataclass
 class TorchEngine:
@@ -109,12 +124,24 @@ class TorchEngine:
     pinned: bool = False
     inference_mode: bool = True  # False: plain no_grad, as most hand-written servers do
     source: dict = field(default_factory=dict)
+    profile_dir: Path | None = None
 
     def __post_init__(self) -> None:
         import torch
 
         self._torch = torch
         self._staging: Any = None
+        self._profiler: Any = None
+
+    def _start_profiler(self) -> None:
+        # torch.profiler sees the CPU ops of the thread that starts it: start it on the
+        # first inference call, from the inference thread, and close from there too.
+        torch = self._torch
+        activities = [torch.profiler.ProfilerActivity.CPU]
+        if self.device == "cuda":
+            activities.append(torch.profiler.ProfilerActivity.CUDA)
+        self._profiler = torch.profiler.profile(activities=activities)
+        self._profiler.__enter__()
 
     def stage_input(self, batch: np.ndarray) -> Any:
         torch = self._torch
@@ -138,6 +165,8 @@ class TorchEngine:
         return staged
 
     def infer(self, staged: Any) -> Any:
+        if self.profile_dir is not None and self._profiler is None:
+            self._start_profiler()
         guard = self._torch.inference_mode() if self.inference_mode else self._torch.no_grad()
         with guard:
             return self.module(staged)
@@ -149,6 +178,18 @@ class TorchEngine:
         return {"backend": self.name, "device": self.device, "precision": "fp16" if self.half else "fp32",
                 "channels_last": self.channels_last, "pinned": self.pinned,
                 "torch_threads": self._torch.get_num_threads(), **self.source}
+
+    def close(self) -> list[Path]:
+        """Stop torch.profiler and write its kineto trace if profiling is on. Call it from
+        the thread that ran inference."""
+        if self._profiler is None or self.profile_dir is None:
+            return []
+        profiler, self._profiler = self._profiler, None
+        profiler.__exit__(None, None, None)
+        self.profile_dir.mkdir(parents=True, exist_ok=True)
+        path = self.profile_dir / f"torch-{os.getpid()}.json"
+        profiler.export_chrome_trace(str(path))
+        return [path]
 
 
 def cpu_threads(requested: int) -> int:
@@ -185,6 +226,10 @@ def ort_session(path: Path, settings: EngineSettings) -> Any:
     }[settings.ort_opt_level]
     options.intra_op_num_threads = cpu_threads(settings.intra_op_threads)
     options.inter_op_num_threads = max(1, settings.inter_op_threads)
+    if settings.profile_dir is not None:
+        from probes import ort as ort_probe
+
+        ort_probe.enable_profiling(options, settings.profile_dir)
     providers = ["CPUExecutionProvider"]
     if settings.device == "cuda":
         providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
@@ -209,12 +254,14 @@ def _load_ort(settings: EngineSettings) -> OrtEngine:
         session = ort_session(path, settings)
         size = _static_input_size(session) or settings.input_size
         contract = preprocess.PreprocessContract.for_input_size(size)
-        return OrtEngine(session, settings.device, size, contract, {"model": str(path), "precision": "user"})
+        return OrtEngine(session, settings.device, size, contract, {"model": str(path), "precision": "user"},
+                         profiling=settings.profile_dir is not None)
     artifact = _artifact(settings, settings.precision)
     session = ort_session(artifact.onnx_path, settings)
     source = {"model": str(artifact.directory), "precision": artifact.precision,
               "opt_level": settings.ort_opt_level, "intra_op_threads": cpu_threads(settings.intra_op_threads)}
-    return OrtEngine(session, settings.device, settings.input_size, artifact.contract, source)
+    return OrtEngine(session, settings.device, settings.input_size, artifact.contract, source,
+                     profiling=settings.profile_dir is not None)
 
 
 def _load_torch(settings: EngineSettings) -> TorchEngine:
@@ -233,7 +280,8 @@ def _load_torch(settings: EngineSettings) -> TorchEngine:
         module = torch.jit.load(str(path), map_location=settings.device).eval()
         contract = preprocess.PreprocessContract.for_input_size(settings.input_size)
         return TorchEngine(module, settings.device, settings.input_size, contract, "torchscript",
-                           half=half, pinned=settings.pinned, source={"model": str(path)})
+                           half=half, pinned=settings.pinned, source={"model": str(path)},
+                           profile_dir=settings.profile_dir)
     artifact = _artifact(settings, "fp32")
     model = artifacts.load_torch_model(artifact).to(settings.device)
     if half:
@@ -245,8 +293,10 @@ def _load_torch(settings: EngineSettings) -> TorchEngine:
     engine = TorchEngine(module, settings.device, settings.input_size, artifact.contract, settings.backend,
                          half=half, channels_last=channels_last, pinned=settings.pinned,
                          inference_mode=settings.backend != "torch-eager",
-                         source={"model": str(artifact.directory)})
-    engine.infer(engine.stage_input(np.zeros((1, 3, settings.input_size, settings.input_size), np.float32)))
+                         source={"model": str(artifact.directory)}, profile_dir=settings.profile_dir)
+    warm_up = engine.stage_input(np.zeros((1, 3, settings.input_size, settings.input_size), np.float32))
+    with torch.inference_mode():
+        engine.module(warm_up)
     return engine
 
 

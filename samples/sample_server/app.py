@@ -94,6 +94,9 @@ class ClassifierService:
         log.info("ready: %s", self.engine.describe())
 
     async def stop(self) -> None:
+        if self.runner is not None and self.engine is not None:
+            for path in await self.runner.on_inference_thread(self.engine.close):
+                log.info("framework profile written: %s", path)
         if self.runner is not None:
             await self.runner.stop()
         self.cpu_pool.shutdown(wait=True, cancel_futures=True)

@@ -44,6 +44,7 @@ class ServerConfig:
     max_pixels: int = 40_000_000
     top_k: int = 5
     spans_dir: str | None = None
+    framework_profile_dir: str | None = None
     access_log: bool = False
     log_level: str = "info"
 
@@ -62,6 +63,7 @@ class ServerConfig:
             intra_op_threads=self.intra_op_threads,
             inter_op_threads=self.inter_op_threads,
             pinned=self.pinned,
+            profile_dir=Path(self.framework_profile_dir) if self.framework_profile_dir else None,
         )
 
     def to_json(self) -> str:
@@ -123,6 +125,7 @@ _OPTIONS: tuple[tuple[str, Callable[[str], Any], tuple[str, ...] | None, str], .
     ("max-pixels", _positive(int), None, "largest image accepted, in pixels (default 40M)"),
     ("top-k", _positive(int), None, "labels returned per image (default 5)"),
     ("spans-dir", str, None, "record stage spans into this directory (profiling on)"),
+    ("framework-profile-dir", str, None, "ORT profiling (ort) or torch.profiler (torch backends) into this directory"),
     ("access-log", _bool, None, "uvicorn access log (default off)"),
     ("log-level", str, ("critical", "error", "warning", "info", "debug"), "log level (default info)"),
 )

@@ -62,6 +62,9 @@ class _BatchExecutor:
     def shutdown(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)
 
+    async def on_inference_thread(self, fn):
+        return await asyncio.get_running_loop().run_in_executor(self.pool, fn)
+
 
 class DirectRunner:
     """Batching off: each request is its own batch, run in arrival order."""
@@ -77,6 +80,9 @@ class DirectRunner:
         loop = asyncio.get_running_loop()
         logits, batch_id, stages = await loop.run_in_executor(self._exec.pool, self._exec.run, [array])
         return BatchResult(logits[0], batch_id, 1, (enqueued, stages[Stage.H2D][0]), stages)
+
+    async def on_inference_thread(self, fn):
+        return await self._exec.on_inference_thread(fn)
 
     async def stop(self) -> None:
         self._exec.shutdown()
@@ -135,6 +141,9 @@ class DynamicBatcher:
             except asyncio.TimeoutError:
                 break
         return batch
+
+    async def on_inference_thread(self, fn):
+        return await self._exec.on_inference_thread(fn)
 
     async def stop(self) -> None:
         if self._task is not None:

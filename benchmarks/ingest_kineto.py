@@ -1,0 +1,67 @@
+"""Kineto trace ingest: prof vs Holistic Trace Analysis' parser, side by side, alternated.
+
+HTA lives in its own virtual environment (created on first use in benchmarks/.hta-venv with
+HolisticTraceAnalysis==0.5.0) so it never touches prof's. Each repeat runs prof's ingest in a
+fresh interpreter and HTA's ``parse_trace_dataframe`` in its own, timing the parse only.
+
+    .venv/bin/python benchmarks/ingest_kineto.py [--trace ../shared/data/kineto/a100_train_rank0.json.gz]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+HTA_VENV = ROOT / "benchmarks" / ".hta-venv"
+PROF_SNIPPET = ("import sys, time\nfrom probes.kineto import ingest_kineto\nt = time.perf_counter()\n"
+                "events = ingest_kineto(sys.argv[1]).events\nprint(f'{time.perf_counter() - t:.4f} {len(events)}')\n")
+HTA_SNIPPET = ("import sys, time\nfrom hta.common.trace_parser import parse_trace_dataframe\n"
+               "from hta.configs.parser_config import ParserConfig\nt = time.perf_counter()\n"
+               "meta, df, symbols = parse_trace_dataframe(sys.argv[1], ParserConfig())\n"
+               "print(f'{time.perf_counter() - t:.4f} {len(df)}')\n")
+
+
+def hta_python() -> Path:
+    python = HTA_VENV / "bin" / "python"
+    if not python.exists():
+        venv.create(HTA_VENV, with_pip=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", "HolisticTraceAnalysis==0.5.0"], check=True)
+    return python
+
+
+def timed(python: Path | str, snippet: str, trace: Path) -> tuple[float, int]:
+    result = subprocess.run([str(python), "-c", snippet, str(trace)], capture_output=True, text=True, cwd=ROOT,
+                            check=True)
+    seconds, rows = result.stdout.strip().splitlines()[-1].split()
+    return float(seconds), int(rows)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trace", type=Path, default=ROOT.parent / "shared/data/kineto/a100_train_rank0.json.gz")
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    hta = hta_python()
+    times: dict[str, list[float]] = {"prof": [], "HTA 0.5.0": []}
+    rows = {}
+    for _ in range(args.repeats):
+        seconds, rows["prof"] = timed(sys.executable, PROF_SNIPPET, args.trace)
+        times["prof"].append(seconds)
+        seconds, rows["HTA 0.5.0"] = timed(hta, HTA_SNIPPET, args.trace)
+        times["HTA 0.5.0"].append(seconds)
+    base = statistics.median(times["HTA 0.5.0"])
+    print(f"{args.trace.name}, {args.repeats} alternated repeats, parse time in a fresh interpreter\n")
+    print("| parser | median s | min | max | events | speed-up vs HTA |\n|---|---|---|---|---|---|")
+    for name, values in times.items():
+        median = statistics.median(values)
+        print(f"| {name} | {median:.3f} | {min(values):.3f} | {max(values):.3f} | {rows[name]} | ×{base / median:.2f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 import pandas as pd
 
 from profiler.timeline import make_events
@@ -60,22 +61,62 @@ class OrtProfile:
 
 
 def read_events(path: Path) -> tuple[list[dict], list[str]]:
-    """The whole events of an ORT profile, tolerating a truncated tail."""
+    """The whole events of an ORT profile, tolerating a truncated tail.
+
+    ORT writes one event per line, so lines are parsed one at a time (a cut-off last line is
+    simply dropped); a file laid out otherwise is parsed as a whole document.
+    """
     try:
-        text = path.read_text(errors="replace")
+        text = path.read_bytes()
     except OSError as exc:
         raise OrtProfileError(f"{path}: cannot read ({exc.strerror})") from None
-    try:
-        events = json.loads(text)
-        if not isinstance(events, list):
-            raise OrtProfileError(f"{path}: not an ONNX Runtime profile (expected a JSON array)")
-        warnings = []
-    except json.JSONDecodeError:
-        events, warnings = _read_whole_prefix(path, text)
+    events, warnings = _read_by_lines(path, text)
+    if events is None:
+        events, warnings = _read_document(path, text)
     if len(events) >= EVENT_CAP:
         warnings.append(f"{path.name}: {len(events)} events: ORT stops recording at {EVENT_CAP:,}; "
                         "later inference is missing")
     return events, warnings
+
+
+def _read_by_lines(path: Path, text: bytes) -> tuple[list[dict] | None, list[str]]:
+    if not text.lstrip().startswith(b"["):
+        return None, []
+    lines = text.split(b"\n")
+    events: list[dict] = []
+    closed = False
+    for n, line in enumerate(lines):
+        line = line.strip().strip(b",")
+        if line in (b"", b"["):
+            continue
+        if line == b"]":
+            closed = True
+            break
+        if line.startswith(b"["):
+            line = line[1:].strip()
+        try:
+            event = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            if any(rest.strip() for rest in lines[n + 1 :]):
+                return None, []  # not one event per line: parse as a document
+            break
+        if not isinstance(event, dict):
+            return None, []
+        events.append(event)
+    if not events:
+        return None, []
+    warnings = [] if closed else [f"{path.name}: truncated; read its first {len(events)} whole events"]
+    return events, warnings
+
+
+def _read_document(path: Path, text: bytes) -> tuple[list[dict], list[str]]:
+    try:
+        events = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return _read_whole_prefix(path, text.decode(errors="replace"))
+    if not isinstance(events, list):
+        raise OrtProfileError(f"{path}: not an ONNX Runtime profile (expected a JSON array)")
+    return events, []
 
 
 def _read_whole_prefix(path: Path, text: str) -> tuple[list[dict], list[str]]:
@@ -144,7 +185,7 @@ def ingest_ort_profile(path: Path | str, start_ns: int | None = None) -> OrtProf
             stages.append("model_load" if name in ("model_loading_uri", "session_initialization") else
                           "inference" if name == "model_run" else None)
         names.append(name)
-        args.append(json.dumps(kept, separators=(",", ":")))
+        args.append(orjson.dumps(kept).decode())
     pid = [int(e.get("pid", -1)) for e in rows]
     tid = [int(e.get("tid", -1)) for e in rows]
     frame = make_events(ts_ns=ts, source=SOURCE, kind="span", name=names, dur_ns=dur, pid=pid, tid=tid,

@@ -239,11 +239,10 @@ def ingest_span_files(paths: Iterable[Path | str]) -> pd.DataFrame:
             continue
         cols = spans.columns
         offset = spans.best_anchor.offset_ns
-        stage_names = np.asarray(STAGE_NAMES, dtype=object)[cols["stage"]]
-        request = cols["request"]
-        ids = np.asarray(spans.request_ids, dtype=object)
-        request_ids = np.where(request >= 0, ids[np.clip(request, 0, max(len(ids) - 1, 0))] if len(ids) else None,
-                               None)
+        stage_names = pd.Categorical.from_codes(cols["stage"], categories=list(STAGE_NAMES))
+        # Request ids are interned by the recorder, so they are unique and the codes are -1 or
+        # an index into them: a categorical straight from codes.
+        request_ids = pd.Categorical.from_codes(cols["request"], categories=spans.request_ids.tolist())
         frames.append(make_events(
             ts_ns=cols["start_ns"] + offset, source=SOURCE, kind="span", name=stage_names,
             dur_ns=np.maximum(cols["end_ns"] - cols["start_ns"], 0), stage=stage_names, pid=spans.pid,

@@ -13,7 +13,7 @@ name        category     stage name, op / kernel name, function, counter name
 stage       category     closed stage vocabulary, or missing
 pid         int64        OS process id; GPU d is gpu_pid(d) = -100 - d; -1 when unknown
 tid         int64        OS thread id, or a GPU stream / lane id (-1 when unknown)
-request_id  string       the request a span belongs to, or missing
+request_id  category     the request a span belongs to, or missing
 batch_id    int64        the batch a span belongs to, -1 for none
 stack_id    int64        samples: leaf node in the stack table, -1 for none
 value       float64      counters: the reading; samples: weight; NaN otherwise
@@ -30,13 +30,14 @@ from typing import Iterable, Literal, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 Kind = Literal["span", "sample", "counter", "instant"]
 KINDS: tuple[Kind, ...] = ("span", "sample", "counter", "instant")
 STAGES: tuple[str, ...] = ("receive", "deserialize", "decode", "preprocess", "queue", "h2d", "inference", "d2h",
                            "postprocess", "serialize", "model_load", "other")
 INT_COLUMNS = ("ts_ns", "dur_ns", "pid", "tid", "batch_id", "stack_id")
-CATEGORY_COLUMNS = ("source", "kind", "name", "stage")
+CATEGORY_COLUMNS = ("source", "kind", "name", "stage", "request_id")
 COLUMNS = ("ts_ns", "dur_ns", "source", "kind", "name", "stage", "pid", "tid", "request_id", "batch_id",
            "stack_id", "value", "args")
 _INT_DEFAULTS = {"dur_ns": 0, "pid": -1, "tid": -1, "batch_id": -1, "stack_id": -1}
@@ -72,12 +73,22 @@ def make_events(
     for col, default in _INT_DEFAULTS.items():
         data[col] = _broadcast(columns.get(col, default), n, np.int64)
     data["value"] = _broadcast(columns.get("value", np.nan), n, np.float64)
-    data["source"] = pd.Categorical([source] * n) if n else pd.Categorical([])
-    data["kind"] = pd.Categorical(_broadcast_obj(kind, n), categories=KINDS)
-    data["name"] = pd.Categorical(_broadcast_obj(name, n))
-    data["stage"] = pd.Categorical(_broadcast_obj(columns.get("stage"), n), categories=STAGES)
-    data["request_id"] = pd.array(_broadcast_obj(columns.get("request_id"), n), dtype="string")
-    data["args"] = pd.array(_broadcast_obj(columns.get("args"), n), dtype="string")
+    data["source"] = _categorical(source, n)
+    data["kind"] = (pd.Categorical.from_codes(np.full(n, KINDS.index(kind), dtype=np.int8), categories=KINDS)
+                    if isinstance(kind, str) else pd.Categorical(_broadcast_obj(kind, n), categories=KINDS))
+    data["name"] = _categorical(name, n)
+    stage = columns.get("stage")
+    if isinstance(stage, pd.Categorical):
+        data["stage"] = stage.set_categories(STAGES)
+    elif stage is None or isinstance(stage, str):
+        code = -1 if stage is None else STAGES.index(stage)
+        data["stage"] = pd.Categorical.from_codes(np.full(n, code, dtype=np.int8), categories=STAGES)
+    else:
+        data["stage"] = pd.Categorical(_broadcast_obj(stage, n), categories=STAGES)
+    data["request_id"] = _categorical(columns.get("request_id"), n)
+    args = columns.get("args")
+    data["args"] = (pd.arrays.ArrowStringArray(pa.nulls(n, pa.large_string())) if args is None
+                    else pd.array(_broadcast_obj(args, n), dtype="string"))
     frame = pd.DataFrame(data, columns=list(COLUMNS))
     if (frame["dur_ns"] < 0).any():
         raise SchemaError(f"{source}: negative span durations")
@@ -97,6 +108,18 @@ def _broadcast(value: object, n: int, dtype: type) -> np.ndarray:
     return array
 
 
+def _categorical(value: object, n: int) -> pd.Categorical:
+    """Categorical column; a Categorical passed in (built from codes) is used as it is."""
+    if isinstance(value, pd.Categorical):
+        if len(value) != n:
+            raise SchemaError(f"column length {len(value)} != {n}")
+        return value
+    if value is None or isinstance(value, str):  # one value for every row: codes, not strings
+        return pd.Categorical.from_codes(np.full(n, -1 if value is None else 0, dtype=np.int8),
+                                         categories=[] if value is None else [value])
+    return pd.Categorical(_broadcast_obj(value, n))
+
+
 def _broadcast_obj(value: object, n: int) -> list | np.ndarray:
     if value is None or isinstance(value, str):
         return [value] * n
@@ -111,8 +134,8 @@ def merge_events(frames: Iterable[pd.DataFrame]) -> pd.DataFrame:
     frames = [f for f in frames if len(f)]
     if not frames:
         return empty_events()
-    for col in ("source", "name"):
-        union = pd.api.types.union_categoricals([f[col] for f in frames]).categories
+    for col in ("source", "name", "request_id"):
+        union = pd.Index(np.concatenate([f[col].cat.categories.astype(object) for f in frames])).unique()
         frames = [f.assign(**{col: f[col].cat.set_categories(union)}) for f in frames]
     merged = pd.concat(frames, ignore_index=True)
     order = np.argsort(merged["ts_ns"].to_numpy(), kind="stable")

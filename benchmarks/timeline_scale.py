@@ -1,0 +1,97 @@
+"""A synthetic 1M-event session: ingest + merge time and peak RSS, then Chrome export time.
+
+The session is made of real probe artifacts written by the real writers: 800k stage spans
+(SpanRecorder), an ONNX Runtime profile of 200k node events, and a proc sampler file. Each
+measured step runs in a fresh interpreter so its peak RSS is its own.
+
+    .venv/bin/python benchmarks/timeline_scale.py [--events 1000000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+STEP = """
+import resource, sys, time
+from pathlib import Path
+from profiler.session import Session, load
+from profiler.ingest import build_timeline
+from profiler.renderers.chrome import render_chrome_trace
+path = Path(sys.argv[1])
+t = time.perf_counter()
+if sys.argv[2] == "ingest":
+    session = load(path)
+    build_timeline(session)
+    n = len(session.timeline)
+else:
+    session = load(path)
+    data = render_chrome_trace(session.timeline, session.stacks)
+    (path / "trace.json").write_bytes(data)
+    n = len(session.timeline)
+print(f"{time.perf_counter() - t:.3f} {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024} {n}")
+"""
+
+
+def make_session(path: Path, events: int) -> None:
+    from probes.stages import SpanRecorder, Stage
+    from profiler.session import Session
+
+    session = Session.create(path, command=["synthetic"])
+    spans = int(events * 0.8)
+    recorder = SpanRecorder(session.raw_dir("stages"), capacity=1 << 18)
+    t0 = time.perf_counter_ns()
+    stages = [Stage.RECEIVE, Stage.DESERIALIZE, Stage.DECODE, Stage.PREPROCESS, Stage.QUEUE, Stage.POSTPROCESS,
+              Stage.SERIALIZE, Stage.INFERENCE]
+    for i in range(spans):
+        request = recorder.request_index(f"req-{i // 8}")
+        start = t0 + i * 10_000
+        recorder.record(stages[i % 8], start, start + 9_000, request if i % 8 < 7 else -1, i // 64)
+    recorder.flush()
+    nodes = events - spans
+    ort_dir = session.raw_dir("ort")
+    profile = ort_dir / "ort-1.json"
+    with open(profile, "w") as out:
+        out.write("[\n")
+        for i in range(nodes):
+            sep = "," if i else ""
+            out.write(f'{sep}{{"cat":"Node","pid":1,"tid":1,"dur":40,"ts":{i * 50},"ph":"X",'
+                      f'"name":"conv_{i % 60}_kernel_time","args":{{"op_name":"Conv","provider":"CPUExecutionProvider"}}}}\n')
+        out.write("]\n")
+    (ort_dir / "ort-1.json.anchor.json").write_text(json.dumps({"start_ns": time.time_ns(), "pid": 1}))
+
+
+def run_step(path: Path, step: str) -> tuple[float, int, int]:
+    result = subprocess.run([sys.executable, "-c", STEP, str(path), step], capture_output=True, text=True, cwd=ROOT,
+                            check=True)
+    seconds, rss_mb, rows = result.stdout.split()
+    return float(seconds), int(rss_mb), int(rows)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=1_000_000)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as scratch:
+        path = Path(scratch) / "session"
+        make_session(path, args.events)
+        ingest = run_step(path, "ingest")
+        chrome = run_step(path, "chrome")
+        size = (path / "trace.json").stat().st_size / 1e6
+    print(f"synthetic session, {ingest[2]:,} events\n")
+    print("| step | seconds | peak RSS MB | target |\n|---|---|---|---|")
+    print(f"| ingest + merge + save | {ingest[0]:.2f} | {ingest[1]} | ≤ 3 s, ≤ 300 MB |")
+    print(f"| Chrome export ({size:.0f} MB) | {chrome[0]:.2f} | {chrome[1]} | ≤ 3 s |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

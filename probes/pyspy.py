@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from profiler.clock import ClockAnchor
-from profiler.timeline import StackTable, make_events
+from profiler.timeline import StackTable, make_events, merge_events
 
 SOURCE = "pyspy"
 TRACE_FILE = "pyspy-{pid}.json"
@@ -233,3 +233,34 @@ def ingest_recording(out_dir: Path, pid: int, stacks: StackTable) -> pd.DataFram
     anchor = ClockAnchor.from_dict(meta["anchor"])
     return ingest_pyspy_chrometrace(out_dir / TRACE_FILE.format(pid=pid), anchor.realtime_ns,
                                     int(meta["options"]["rate"]), stacks, thread_map(out_dir, pid))
+
+
+_SPEEDSCOPE_UNITS = {"nanoseconds": 1, "microseconds": 1_000, "milliseconds": 1_000_000, "seconds": 1_000_000_000,
+                     "none": 1}
+
+
+def ingest_speedscope(path: Path, stacks: StackTable) -> pd.DataFrame:
+    """A speedscope file (py-spy's ``--format speedscope``, or ours): sampled profiles become
+    consecutive ``sample`` stretches. speedscope keeps no wall-clock times, so samples start
+    at the profile's ``startEpochNs`` when present (our export writes it), else at zero."""
+    try:
+        document = json.loads(Path(path).read_text())
+        shared = document["shared"]["frames"]
+        profiles = document["profiles"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise PySpyError(f"{path}: not a speedscope file ({exc})") from None
+    frames = []
+    for lane, profile in enumerate(profiles):
+        if profile.get("type") != "sampled":
+            continue
+        scale = _SPEEDSCOPE_UNITS.get(str(profile.get("unit", "none")), 1)
+        weights = np.asarray(profile.get("weights") or [1] * len(profile["samples"]), dtype=np.float64) * scale
+        durations = np.maximum(np.round(weights).astype(np.int64), 1)
+        start = int(profile.get("startEpochNs", 0))
+        ts = start + np.concatenate([[0], np.cumsum(durations)[:-1]]) if len(durations) else np.zeros(0, np.int64)
+        leaves = [stacks.intern((str(shared[i]["name"]), str(shared[i].get("file", "?")), int(shared[i].get("line") or 0))
+                                for i in sample) for sample in profile["samples"]]
+        names = [stacks.functions[stacks.node_frames[leaf]] if leaf >= 0 else "<empty>" for leaf in leaves]
+        frames.append(make_events(ts_ns=ts, source=SOURCE, kind="sample", name=names, dur_ns=durations,
+                                  tid=lane, stack_id=leaves, value=np.ones(len(leaves))))
+    return merge_events(frames)

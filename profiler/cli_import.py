@@ -16,7 +16,8 @@ EXAMPLES = """examples:
 def main(argv: list[str], prog: str = "prof import") -> int:
     parser = argparse.ArgumentParser(
         prog=prog, description="Build a prof session from existing traces: ONNX Runtime profiles, "
-        "PyTorch profiler (kineto) JSON, plain or gzipped, and py-spy chrometrace files.",
+        "PyTorch profiler (kineto) JSON, plain or gzipped, py-spy chrometrace or speedscope files, "
+        "and Scalene JSON profiles.",
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("files", nargs="+", type=Path, help="trace files (format detected from content)")
     parser.add_argument("--out", type=Path, help="session directory (default prof-out/import-<time>)")

@@ -13,7 +13,7 @@ from typing import Callable
 
 import pandas as pd
 
-from probes import kineto, nvml, ort, proc, pyspy, stages
+from probes import kineto, nvml, ort, proc, pyspy, scalene, stages
 from profiler.session import Session, safe_child
 from profiler.timeline import StackTable, make_events, merge_events
 
@@ -51,9 +51,17 @@ def _ingest_pyspy(directory: Path, stacks: StackTable) -> IngestResult:
         else:
             warnings.append(f"py-spy wrote no trace for pid {pid} (see {directory}/pyspy-{pid}.log)")
     for path in sorted(directory.glob("imported-*.json")):
-        frames.append(pyspy.ingest_pyspy_chrometrace(path, 0, 100, stacks))
-        warnings.append(f"{path.name}: imported py-spy trace has no clock anchor; placed at time zero")
+        if path.name.endswith(".speedscope.json"):
+            frames.append(pyspy.ingest_speedscope(path, stacks))
+            warnings.append(f"{path.name}: speedscope keeps no wall-clock times; samples laid end to end")
+        else:
+            frames.append(pyspy.ingest_pyspy_chrometrace(path, 0, 100, stacks))
+            warnings.append(f"{path.name}: imported py-spy trace has no clock anchor; placed at time zero")
     return IngestResult(merge_events(frames), warnings)
+
+
+def _ingest_scalene(directory: Path, stacks: StackTable) -> IngestResult:
+    return IngestResult(merge_events(scalene.ingest_scalene(p, stacks) for p in sorted(directory.glob("*.json"))))
 
 
 def _ingest_proc(directory: Path, stacks: StackTable) -> IngestResult:
@@ -73,6 +81,7 @@ INGESTERS: dict[str, Callable[[Path, StackTable], IngestResult]] = {
     "pyspy": _ingest_pyspy,
     "proc": _ingest_proc,
     "nvml": _ingest_nvml,
+    "scalene": _ingest_scalene,
 }
 
 
@@ -99,7 +108,8 @@ def build_timeline(session: Session) -> list[str]:
 
 
 def detect_format(path: Path) -> str:
-    """The probe a trace file belongs to: ort, torch or pyspy. Raises ValueError if none."""
+    """What a trace file is: ort, torch, pyspy (chrometrace), speedscope or scalene.
+    Raises ValueError if none."""
     try:
         raw = path.read_bytes()
         if raw[:2] == b"\x1f\x8b":
@@ -110,7 +120,9 @@ def detect_format(path: Path) -> str:
         raise ValueError(f"not a readable JSON trace ({reason})") from None
     if isinstance(document, dict):
         if "speedscope" in str(document.get("$schema", "")):
-            raise ValueError("speedscope files hold no timestamps: import the chrometrace instead")
+            return "speedscope"
+        if "files" in document and "start_time_absolute" in document:
+            return "scalene"
         events = document.get("traceEvents")
         if isinstance(events, list):
             if any(isinstance(e, dict) and e.get("cat") == "py-spy" for e in events[:50]):
@@ -122,7 +134,8 @@ def detect_format(path: Path) -> str:
             return "ort"
         if first.get("cat") == "py-spy":
             return "pyspy"
-    raise ValueError("not an ONNX Runtime profile, a kineto/torch trace or a py-spy chrometrace")
+    raise ValueError("not an ONNX Runtime profile, a kineto/torch trace, a py-spy chrometrace or speedscope "
+                     "file, or a Scalene profile")
 
 
 def import_files(paths: list[Path], session: Session) -> tuple[list[Path], list[str]]:
@@ -134,7 +147,12 @@ def import_files(paths: list[Path], session: Session) -> tuple[list[Path], list[
         except ValueError as exc:
             errors.append(f"{path}: {exc}")
             continue
-        name = path.name if probe != "pyspy" else f"imported-{n}.json"
+        if probe == "pyspy":
+            name = f"imported-{n}.json"
+        elif probe == "speedscope":
+            probe, name = "pyspy", f"imported-{n}.speedscope.json"
+        else:
+            name = path.name
         target = safe_child(session.raw_dir(probe), name)
         shutil.copyfile(path, target)
         imported.append(target)

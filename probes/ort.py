@@ -9,11 +9,12 @@ million events, is read up to its last whole event, with a warning.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import orjson
@@ -61,52 +62,74 @@ class OrtProfile:
 
 
 def read_events(path: Path) -> tuple[list[dict], list[str]]:
-    """The whole events of an ORT profile, tolerating a truncated tail.
+    """The whole events of an ORT profile (a list), tolerating a truncated tail."""
+    warnings: list[str] = []
+    events = list(iter_events(path, warnings))
+    return events, warnings
 
-    ORT writes one event per line, so lines are parsed one at a time (a cut-off last line is
-    simply dropped); a file laid out otherwise is parsed as a whole document.
+
+def iter_events(path: Path, warnings: list[str]) -> Iterator[dict]:
+    """Stream the whole events of an ORT profile; warnings are appended as they arise.
+
+    ORT writes one event per line, so lines are parsed one at a time and each dict can be
+    dropped once read (a cut-off last line is simply the end); a file laid out otherwise is
+    parsed as a whole document.
     """
     try:
         text = path.read_bytes()
     except OSError as exc:
         raise OrtProfileError(f"{path}: cannot read ({exc.strerror})") from None
-    events, warnings = _read_by_lines(path, text)
-    if events is None:
-        events, warnings = _read_document(path, text)
-    if len(events) >= EVENT_CAP:
-        warnings.append(f"{path.name}: {len(events)} events: ORT stops recording at {EVENT_CAP:,}; "
+    if _one_event_per_line(text):
+        events = _iter_lines(path, text, warnings)
+    else:
+        document, document_warnings = _read_document(path, text)
+        warnings.extend(document_warnings)
+        events = iter(document)
+    count = 0
+    for event in events:
+        count += 1
+        yield event
+    if count == 0:
+        raise OrtProfileError(f"{path}: no events: not an ONNX Runtime profile, or truncated before its first")
+    if count >= EVENT_CAP:
+        warnings.append(f"{path.name}: {count} events: ORT stops recording at {EVENT_CAP:,}; "
                         "later inference is missing")
-    return events, warnings
 
 
-def _read_by_lines(path: Path, text: bytes) -> tuple[list[dict] | None, list[str]]:
-    if not text.lstrip().startswith(b"["):
-        return None, []
-    lines = text.split(b"\n")
-    events: list[dict] = []
-    closed = False
-    for n, line in enumerate(lines):
-        line = line.strip().strip(b",")
-        if line in (b"", b"["):
-            continue
+def _one_event_per_line(text: bytes) -> bool:
+    head = text[:4096].lstrip()
+    if not head.startswith(b"["):
+        return False
+    lines = [line.strip().strip(b",").lstrip(b"[").strip() for line in head.split(b"\n")[:3]]
+    candidates = [line for line in lines if line and line != b"]"]
+    if not candidates:
+        return False
+    try:
+        return isinstance(orjson.loads(candidates[0]), dict)
+    except orjson.JSONDecodeError:
+        return False
+
+
+def _iter_lines(path: Path, text: bytes, warnings: list[str]) -> Iterator[dict]:
+    closed, count = False, 0
+    for raw_line in io.BytesIO(text):
+        line = raw_line.strip().strip(b",")
+        if line.startswith(b"["):
+            line = line[1:].strip()
         if line == b"]":
             closed = True
             break
-        if line.startswith(b"["):
-            line = line[1:].strip()
+        if not line:
+            continue
         try:
             event = orjson.loads(line)
         except orjson.JSONDecodeError:
-            if any(rest.strip() for rest in lines[n + 1 :]):
-                return None, []  # not one event per line: parse as a document
-            break
-        if not isinstance(event, dict):
-            return None, []
-        events.append(event)
-    if not events:
-        return None, []
-    warnings = [] if closed else [f"{path.name}: truncated; read its first {len(events)} whole events"]
-    return events, warnings
+            break  # a line cut off mid-event: the end of what was written
+        if isinstance(event, dict):
+            count += 1
+            yield event
+    if not closed and count:
+        warnings.append(f"{path.name}: truncated; read its first {count} whole events")
 
 
 def _read_document(path: Path, text: bytes) -> tuple[list[dict], list[str]]:
@@ -150,6 +173,26 @@ def read_anchor(profile: Path) -> int | None:
         return None
 
 
+def _describe(event: dict) -> tuple[str, str | None, dict]:
+    """(name without ORT's suffix, stage, the args we keep) of one event."""
+    cat = event.get("cat", "")
+    raw = event.get("args") or {}
+    name = str(event.get("name", ""))
+    if cat in ("Node", "Kernel"):
+        for suffix in _NODE_SUFFIXES:
+            if name.endswith(suffix):
+                name = name[: -len(suffix)]
+                break
+        kept = {"cat": cat, "op": raw.get("op_name"), "provider": raw.get("provider")}
+        for key in ("input_type_shape", "output_type_shape", "thread_scheduling_stats"):
+            if raw.get(key):
+                kept[key] = raw[key]
+        return name, "inference", kept
+    stage = {"model_loading_uri": "model_load", "session_initialization": "model_load",
+             "model_run": "inference"}.get(name)
+    return name, stage, {"cat": cat}
+
+
 def ingest_ort_profile(path: Path | str, start_ns: int | None = None) -> OrtProfile:
     """Events of one ORT profile on the epoch clock.
 
@@ -157,37 +200,23 @@ def ingest_ort_profile(path: Path | str, start_ns: int | None = None) -> OrtProf
     at time zero and a warning says so.
     """
     path = Path(path)
-    events, warnings = read_events(path)
+    warnings: list[str] = []
     start = start_ns if start_ns is not None else read_anchor(path)
+    base = start or 0
+    ts, dur, pid, tid, names, stages, args = [], [], [], [], [], [], []
+    for event in iter_events(path, warnings):
+        if event.get("ph") != "X" or "ts" not in event:
+            continue
+        ts.append(base + int(round(float(event["ts"]) * 1000)))
+        dur.append(int(round(float(event.get("dur", 0)) * 1000)))
+        pid.append(int(event.get("pid", -1)))
+        tid.append(int(event.get("tid", -1)))
+        name, stage, kept = _describe(event)
+        names.append(name)
+        stages.append(stage)
+        args.append(orjson.dumps(kept).decode())
     if start is None:
         warnings.append(f"{path.name}: no profiling start time; events placed relative to zero")
-    rows = [e for e in events if isinstance(e, dict) and e.get("ph") == "X" and "ts" in e]
-    base = start or 0
-    ts = np.fromiter((base + int(round(float(e["ts"]) * 1000)) for e in rows), dtype=np.int64, count=len(rows))
-    dur = np.fromiter((int(round(float(e.get("dur", 0)) * 1000)) for e in rows), dtype=np.int64, count=len(rows))
-    names, stages, args = [], [], []
-    for event in rows:
-        cat = event.get("cat", "")
-        raw = event.get("args") or {}
-        name = str(event.get("name", ""))
-        if cat in ("Node", "Kernel"):
-            for suffix in _NODE_SUFFIXES:
-                if name.endswith(suffix):
-                    name = name[: -len(suffix)]
-                    break
-            kept = {"cat": cat, "op": raw.get("op_name"), "provider": raw.get("provider")}
-            for key in ("input_type_shape", "output_type_shape", "thread_scheduling_stats"):
-                if raw.get(key):
-                    kept[key] = raw[key]
-            stages.append("inference")
-        else:
-            kept = {"cat": cat}
-            stages.append("model_load" if name in ("model_loading_uri", "session_initialization") else
-                          "inference" if name == "model_run" else None)
-        names.append(name)
-        args.append(orjson.dumps(kept).decode())
-    pid = [int(e.get("pid", -1)) for e in rows]
-    tid = [int(e.get("tid", -1)) for e in rows]
-    frame = make_events(ts_ns=ts, source=SOURCE, kind="span", name=names, dur_ns=dur, pid=pid, tid=tid,
-                        stage=stages, args=args)
+    frame = make_events(ts_ns=np.asarray(ts, dtype=np.int64), source=SOURCE, kind="span", name=names,
+                        dur_ns=np.asarray(dur, dtype=np.int64), pid=pid, tid=tid, stage=stages, args=args)
     return OrtProfile(frame, start, warnings)

@@ -130,16 +130,36 @@ def _broadcast_obj(value: object, n: int) -> list | np.ndarray:
 
 
 def merge_events(frames: Iterable[pd.DataFrame]) -> pd.DataFrame:
-    """Concatenate per-source frames into one, sorted by time (stable), categories unioned."""
+    """Concatenate per-source frames into one, sorted by time (stable), categories unioned.
+
+    Built column by column through one shared sort order, so the peak holds the inputs and
+    one output column in flight, not the two full copies a concat-then-sort would make.
+    """
     frames = [f for f in frames if len(f)]
     if not frames:
         return empty_events()
-    for col in ("source", "name", "request_id"):
-        union = pd.Index(np.concatenate([f[col].cat.categories.astype(object) for f in frames])).unique()
-        frames = [f.assign(**{col: f[col].cat.set_categories(union)}) for f in frames]
-    merged = pd.concat(frames, ignore_index=True)
-    order = np.argsort(merged["ts_ns"].to_numpy(), kind="stable")
-    return merged.iloc[order].reset_index(drop=True)
+    if len(frames) == 1 and _is_sorted(frames[0]["ts_ns"].to_numpy()):
+        return frames[0].reset_index(drop=True)
+    order = np.argsort(np.concatenate([f["ts_ns"].to_numpy() for f in frames]), kind="stable")
+    data: dict[str, object] = {}
+    for col in COLUMNS:
+        first = frames[0][col]
+        if isinstance(first.dtype, pd.CategoricalDtype):
+            categories = pd.Index(np.concatenate([f[col].cat.categories.astype(object) for f in frames])).unique()
+            if col in ("kind", "stage"):
+                categories = first.cat.categories  # fixed vocabularies
+            codes = np.concatenate([f[col].cat.set_categories(categories).cat.codes.to_numpy() for f in frames])
+            data[col] = pd.Categorical.from_codes(codes[order], categories=categories)
+        elif col == "args":
+            chunks = [pa.array(f[col].array, type=pa.large_string(), from_pandas=True) for f in frames]
+            data[col] = pd.arrays.ArrowStringArray(pa.concat_arrays(chunks).take(pa.array(order)))
+        else:
+            data[col] = np.concatenate([f[col].to_numpy() for f in frames])[order]
+    return pd.DataFrame(data, columns=list(COLUMNS))
+
+
+def _is_sorted(values: np.ndarray) -> bool:
+    return bool(len(values) < 2 or (values[1:] >= values[:-1]).all())
 
 
 def validate(events: pd.DataFrame) -> None:

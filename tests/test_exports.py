@@ -86,3 +86,14 @@ def test_speedscope_export_has_one_profile_per_thread_with_weights() -> None:
     assert decode["weights"] == [1_000, 900] and decode["endValue"] == 1_900
     frames = document["shared"]["frames"]
     assert [frames[i]["name"] for i in decode["samples"][0]] == ["main", "handle", "decode"]
+
+
+def test_names_and_ids_that_need_escaping_survive_export() -> None:
+    odd = 'say "hi" \\ \t now'
+    events = make_events(ts_ns=[T0, T0 + 10], source="stages", kind="span", name=[odd, "plain"], dur_ns=[5, 5],
+                         pid=1, tid=1, request_id=[odd, "r-2"], args=['{"k":"v"}', None])
+    trace = json.loads(render_chrome_trace(events))
+    assert validate_chrome_trace(trace) == []
+    spans = {e["name"]: e for e in trace["traceEvents"] if e["ph"] == "X"}
+    assert spans[odd]["args"] == {"k": "v", "request_id": odd}
+    assert spans["plain"]["args"] == {"request_id": "r-2"}

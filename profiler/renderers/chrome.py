@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 import orjson
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from profiler.timeline import StackTable
 
@@ -28,12 +30,12 @@ def render_chrome_trace(events: pd.DataFrame, stacks: StackTable | None = None,
         return json.dumps({"traceEvents": [], "displayTimeUnit": "ms"}).encode()
     origin = int(events["ts_ns"].min())
     lanes: dict[tuple[str, int, int], int] = {}
-    parts: list[str] = []
+    parts: list[bytes] = []
     out: list[dict[str, Any]] = []
     process_names = process_names or {}
     for kind, group in events.groupby("kind", observed=True, sort=False):
         if kind in ("span", "instant"):
-            parts.extend(_spans(group, origin, lanes, instant=kind == "instant"))
+            parts.append(_spans(group, origin, lanes, instant=kind == "instant"))
         elif kind == "counter":
             out.extend(_counters(group, origin))
         elif kind == "sample" and stacks is not None:
@@ -41,9 +43,9 @@ def render_chrome_trace(events: pd.DataFrame, stacks: StackTable | None = None,
     out.extend(_flows(events, origin, lanes))
     out.extend(_metadata(events, lanes, process_names))
     if out:
-        parts.append(orjson.dumps(out)[1:-1].decode())  # one call for the small events
-    other = json.dumps({"origin_epoch_ns": origin, "exporter": "prof"})
-    return ('{"traceEvents":[' + ",".join(parts) + '],"displayTimeUnit":"ms","otherData":' + other + "}").encode()
+        parts.append(orjson.dumps(out)[1:-1])  # one call for the small events
+    other = orjson.dumps({"origin_epoch_ns": origin, "exporter": "prof"})
+    return b'{"traceEvents":[' + b",".join(p for p in parts if p) + b'],"displayTimeUnit":"ms","otherData":' + other + b"}"
 
 
 def _lane(lanes: dict[tuple[str, int, int], int], source: str, pid: int, tid: int) -> int:
@@ -57,53 +59,62 @@ def _us(ns: np.ndarray | int, origin: int) -> Any:
     return (np.asarray(ns, dtype=np.int64) - origin) / 1000.0
 
 
-def _spans(group: pd.DataFrame, origin: int, lanes: dict, instant: bool = False) -> list[str]:
-    """Span rows as JSON text, built column-wise: the export's hot path (a million rows)."""
+def _spans(group: pd.DataFrame, origin: int, lanes: dict, instant: bool = False) -> bytes:
+    """Span rows as JSON text, assembled column-wise by Arrow string kernels: the export's hot
+    path (a million rows)."""
     sources = group["source"].astype(str).to_numpy()
     pids = group["pid"].to_numpy()
     tids = group["tid"].to_numpy()
     starts, durs = group["ts_ns"].to_numpy(), group["dur_ns"].to_numpy()
     lane_of_row = group.groupby(["source", "pid", "tid"], observed=True, sort=False).ngroup().to_numpy()
     sublane = _pack_sublanes(lane_of_row, starts, durs)
-    codes, pairs = pd.factorize(lane_of_row * 1024 + np.minimum(sublane, 1023))
+    codes, _ = pd.factorize(lane_of_row * 1024 + np.minimum(sublane, 1023))
     first = pd.Series(np.arange(len(codes))).groupby(codes).first().to_numpy()
     lane_ids = np.asarray([_lane(lanes, sources[i] if sublane[i] == 0 else f"{sources[i]} +{sublane[i]}",
-                                 int(pids[i]), int(tids[i])) for i in first])[codes].tolist()
-    names = _json_labels(group["name"])
-    cats = _json_labels(group["source"])
-    ts = ((starts - origin) / 1000.0).tolist()
-    dur = (durs / 1000.0).tolist()
-    args = _span_args(group)
-    phase = '"ph":"i","s":"t"' if instant else '"ph":"X"'
-    return [f'{{{phase},"name":{n},"cat":{c},"pid":{p},"tid":{lane},"ts":{t:.3f},"dur":{d:.3f},"args":{a}}}'
-            for n, c, p, lane, t, d, a in zip(names, cats, pids.tolist(), lane_ids, ts, dur, args)]
+                                 int(pids[i]), int(tids[i])) for i in first], dtype=np.int64)[codes]
+    head = '{"ph":"i","s":"t","name":' if instant else '{"ph":"X","name":'
+    text = pc.binary_join_element_wise(
+        head, _json_labels(group["name"]), ',"cat":', _json_labels(group["source"]), ',"pid":', _str(pids),
+        ',"tid":', _str(lane_ids), ',"ts":', _str((starts - origin) / 1000.0), ',"dur":', _str(durs / 1000.0),
+        ',"args":', _span_args(group), "},", "")
+    # Every row ends with a comma; the rows sit back to back in the array's data buffer.
+    if isinstance(text, pa.ChunkedArray):
+        text = text.combine_chunks()
+    text = text.cast(pa.large_string())
+    offsets = np.frombuffer(text.buffers()[1], dtype=np.int64, count=len(text) + 1, offset=text.offset * 8)
+    return text.buffers()[2].to_pybytes()[offsets[0]:offsets[-1] - 1]
 
 
-def _json_labels(column: pd.Series) -> list[str]:
+def _str(values: np.ndarray) -> pa.Array:
+    return pc.cast(pa.array(values), pa.string())
+
+
+def _json_labels(column: pd.Series) -> pa.Array:
     """JSON string literal per row of a categorical, encoding each category once."""
-    encoded = np.asarray([json.dumps(str(c)) for c in column.cat.categories] + ["null"], dtype=object)
-    return encoded[column.cat.codes.to_numpy()].tolist()  # code -1 (missing) picks "null"
+    categories = column.cat.categories.astype(str)
+    if categories.str.contains(r'["\\\x00-\x1f]', regex=True).any():
+        encoded = pa.array([json.dumps(c) for c in categories], type=pa.string())
+    else:  # nothing to escape: quoting is enough, and much faster for 100k request ids
+        encoded = pc.binary_join_element_wise('"', pa.array(categories, type=pa.string()), '"', "")
+    codes = pa.array(column.cat.codes.to_numpy(), mask=column.cat.codes.to_numpy() < 0)
+    return pc.take(encoded, codes)  # missing (code -1) stays null
 
 
-def _span_args(group: pd.DataFrame) -> list[str]:
+def _span_args(group: pd.DataFrame) -> pa.Array:
     """The stored args JSON plus request and batch ids, spliced as text (no per-row parse)."""
-    raw = group["args"].astype(object).where(group["args"].notna(), None).tolist()
-    requests = _json_labels(group["request_id"])
-    batches = group["batch_id"].tolist()
-    out = []
-    for text, request, batch in zip(raw, requests, batches):
-        extra = ""
-        if request != "null":
-            extra = '"request_id":' + request
-        if batch >= 0:
-            extra = f'{extra},"batch_id":{batch}' if extra else f'"batch_id":{batch}'
-        if text is None or text == "{}":
-            out.append("{" + extra + "}")
-        elif extra:
-            out.append(text[:-1] + "," + extra + "}")
-        else:
-            out.append(text)
-    return out
+    base = pa.array(group["args"].array, type=pa.string(), from_pandas=True)
+    request = pc.binary_join_element_wise('"request_id":', _json_labels(group["request_id"]), "")
+    batch_ids = group["batch_id"].to_numpy()
+    batch = pc.binary_join_element_wise('"batch_id":', pa.array(batch_ids, mask=batch_ids < 0).cast(pa.string()), "")
+    # (null_handling="skip" returned an empty array when every input was null: join by hand)
+    request, batch = pc.fill_null(request, ""), pc.fill_null(batch, "")
+    both = pc.and_(pc.not_equal(request, ""), pc.not_equal(batch, ""))
+    extra = pc.binary_join_element_wise(request, pc.if_else(both, ",", ""), batch, "")
+    empty_base = pc.or_kleene(pc.is_null(base), pc.equal(base, "{}"))
+    spliced = pc.binary_join_element_wise(pc.utf8_slice_codeunits(base, 0, -1), ",", extra, "}", "")
+    wrapped = pc.binary_join_element_wise("{", extra, "}", "")
+    no_extra = pc.equal(extra, "")
+    return pc.if_else(pc.fill_null(empty_base, True), wrapped, pc.if_else(no_extra, base, spliced))
 
 
 def _pack_sublanes(lane_of_row: np.ndarray, starts: np.ndarray, durs: np.ndarray) -> np.ndarray:

@@ -87,9 +87,17 @@ INGESTERS: dict[str, Callable[[Path, StackTable], IngestResult]] = {
 
 def build_timeline(session: Session) -> list[str]:
     """Ingest every ``raw/<probe>`` of the session, merge, save. Returns the warnings."""
+    events, stacks, warnings = ingest_raw(session.path / "raw")
+    session.save_timeline(events, stacks)
+    for warning in warnings:
+        session.add_note(warning)
+    return warnings
+
+
+def ingest_raw(raw: Path) -> tuple[pd.DataFrame, StackTable, list[str]]:
+    """Every probe directory under ``raw`` -> (merged events, stack table, warnings)."""
     stacks = StackTable()
     frames, warnings = [], []
-    raw = session.path / "raw"
     for probe, ingest in INGESTERS.items():
         directory = raw / probe
         if not directory.is_dir():
@@ -101,10 +109,7 @@ def build_timeline(session: Session) -> list[str]:
             continue
         frames.append(result.events)
         warnings.extend(f"{probe}: {w}" for w in result.warnings)
-    session.save_timeline(merge_events(frames), stacks)
-    for warning in warnings:
-        session.add_note(warning)
-    return warnings
+    return merge_events(frames), stacks, warnings
 
 
 def detect_format(path: Path) -> str:

@@ -174,6 +174,14 @@ def load(path: Path | str) -> Session:
     timeline_path = path / TIMELINE
     if timeline_path.is_file():
         session.timeline = pd.read_parquet(timeline_path)
+    elif any((path / RAW).glob("*/*")):
+        # Interrupted before merging: build the timeline from what the probes left, in memory.
+        from profiler.ingest import ingest_raw
+
+        session.timeline, session.stacks, warnings = ingest_raw(path / RAW)
+        session.notes.append("timeline rebuilt from raw artifacts (the run stopped before merging)")
+        session.notes.extend(warnings)
+        return session
     else:
         session.notes.append("no merged timeline in this session (interrupted before merging)")
     if (path / STACK_FRAMES).is_file() and (path / STACK_NODES).is_file():

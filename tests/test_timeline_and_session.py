@@ -106,3 +106,21 @@ def test_unwritable_output_directory_fails_before_anything_starts(tmp_path: Path
     blocker.write_text("x")
     with pytest.raises(SessionError, match="cannot write the session directory"):
         Session.create(blocker / "session")
+
+
+def test_session_stopped_before_merging_loads_from_its_raw_artifacts(tmp_path: Path) -> None:
+    import time as _time
+
+    from probes.stages import SpanRecorder, Stage
+
+    session = Session.create(tmp_path / "s")
+    recorder = SpanRecorder(session.raw_dir("stages"), capacity=4)
+    now = _time.perf_counter_ns()
+    recorder.record(Stage.DECODE, now, now + 1_000, recorder.request_index("r1"), 0)
+    recorder.flush()
+    (session.raw_dir("ort") / "broken.json").write_text("[{")  # a probe cut off mid-write
+    loaded = profiler.load(tmp_path / "s")
+    assert loaded.timeline["name"].tolist() == ["decode"]
+    assert loaded.timeline["request_id"].tolist() == ["r1"]
+    assert any("rebuilt from raw" in n for n in loaded.notes)
+    assert any(n.startswith("ort: not ingested") for n in loaded.notes)

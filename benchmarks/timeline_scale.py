@@ -52,9 +52,8 @@ def make_session(path: Path, events: int) -> None:
     stages = [Stage.RECEIVE, Stage.DESERIALIZE, Stage.DECODE, Stage.PREPROCESS, Stage.QUEUE, Stage.POSTPROCESS,
               Stage.SERIALIZE, Stage.INFERENCE]
     for i in range(spans):
-        request = recorder.request_index(f"req-{i // 8}")
         start = t0 + i * 10_000
-        recorder.record(stages[i % 8], start, start + 9_000, request if i % 8 < 7 else -1, i // 64)
+        recorder.record(stages[i % 8], start, start + 9_000, f"req-{i // 8}" if i % 8 < 7 else None, i // 64)
     recorder.flush()
     nodes = events - spans
     ort_dir = session.raw_dir("ort")

@@ -86,13 +86,16 @@ class ProcSampler:
                 except psutil.NoSuchProcess:
                     self.errors.append(f"pid {self.pid} exited")
                     return
-                now = time.time_ns()
+                now, mono = time.time_ns(), time.monotonic_ns()
                 for process in family:
                     try:
                         row = read_process(process, with_uss=tick % self.uss_every == 0)
                     except (psutil.NoSuchProcess, psutil.ZombieProcess):
                         continue
-                    row["t"] = now
+                    except psutil.Error as exc:  # e.g. AccessDenied on a child: note it, keep sampling
+                        self.errors.append(f"pid {process.pid}: {exc}")
+                        continue
+                    row["t"], row["m"] = now, mono
                     out.write(json.dumps(row, separators=(",", ":")) + "\n")
                 out.flush()
                 tick += 1
@@ -121,6 +124,8 @@ def ingest_proc(path: Path | str) -> pd.DataFrame:
 
 def _process_counters(pid: int, samples: list[dict]) -> list[pd.DataFrame]:
     t = np.asarray([s["t"] for s in samples], dtype=np.int64)
+    # Rates use the monotonic clock (an NTP step of the wall clock must not make them negative).
+    mono = np.asarray([s.get("m", s["t"]) for s in samples], dtype=np.int64)
     frames = []
 
     def counter(name: str, ts: np.ndarray, values: np.ndarray, tid: int = -1) -> None:
@@ -134,7 +139,7 @@ def _process_counters(pid: int, samples: list[dict]) -> list[pd.DataFrame]:
         counter("uss_bytes", np.asarray([u[0] for u in uss], dtype=np.int64), np.asarray([u[1] for u in uss], float))
     if len(samples) < 2:
         return frames
-    dt = np.diff(t) / 1e9
+    dt = np.maximum(np.diff(mono), 1) / 1e9
     for key, name, scale in (("cpu_s", "cpu_percent", 100.0), ("ctx_vol", "ctx_switches_voluntary_per_s", 1.0),
                              ("ctx_invol", "ctx_switches_involuntary_per_s", 1.0),
                              ("read_bytes", "read_bytes_per_s", 1.0), ("write_bytes", "write_bytes_per_s", 1.0)):
@@ -142,10 +147,11 @@ def _process_counters(pid: int, samples: list[dict]) -> list[pd.DataFrame]:
             totals = np.asarray([s[key] for s in samples], dtype=np.float64)
             counter(name, t[1:], scale * np.diff(totals) / dt)
     for tid in sorted({int(k) for s in samples for k in s["thread_cpu_s"]}):
-        series = [(s["t"], s["thread_cpu_s"].get(str(tid), s["thread_cpu_s"].get(tid))) for s in samples]
-        series = [(ts, v) for ts, v in series if v is not None]
+        series = [(s["t"], s.get("m", s["t"]), s["thread_cpu_s"].get(str(tid))) for s in samples]
+        series = [x for x in series if x[2] is not None]
         if len(series) >= 2:
             ts = np.asarray([x[0] for x in series], dtype=np.int64)
-            values = np.asarray([x[1] for x in series], dtype=np.float64)
-            counter("thread_cpu_percent", ts[1:], 100.0 * np.diff(values) / (np.diff(ts) / 1e9), tid)
+            elapsed = np.maximum(np.diff(np.asarray([x[1] for x in series], dtype=np.int64)), 1) / 1e9
+            values = np.asarray([x[2] for x in series], dtype=np.float64)
+            counter("thread_cpu_percent", ts[1:], 100.0 * np.diff(values) / elapsed, tid)
     return frames

@@ -59,6 +59,7 @@ class Stage(IntEnum):
 
 STAGE_NAMES: tuple[str, ...] = tuple(s.label for s in Stage)
 NO_ID = -1
+MAX_REQUEST_ID = 128
 _COLUMNS = ("stage", "start_ns", "end_ns", "request", "batch", "tid")
 _FILE_VERSION = 1
 
@@ -69,10 +70,8 @@ class SpanSink(Protocol):
     enabled: bool
 
     def record(
-        self, stage: Stage, start_ns: int, end_ns: int, request: int = NO_ID, batch: int = NO_ID
+        self, stage: Stage, start_ns: int, end_ns: int, request: str | None = None, batch: int = NO_ID
     ) -> None: ...
-
-    def request_index(self, request_id: str) -> int: ...
 
 
 class NullRecorder:
@@ -81,12 +80,9 @@ class NullRecorder:
     enabled = False
 
     def record(
-        self, stage: Stage, start_ns: int, end_ns: int, request: int = NO_ID, batch: int = NO_ID
+        self, stage: Stage, start_ns: int, end_ns: int, request: str | None = None, batch: int = NO_ID
     ) -> None:
         return None
-
-    def request_index(self, request_id: str) -> int:
-        return NO_ID
 
     def flush(self) -> Path | None:
         return None
@@ -99,8 +95,8 @@ class SpanRecorder:
     """Preallocated span buffer that spills to numbered ``.npz`` files in ``out_dir``.
 
     When the buffer fills, it is written out and reused; ``flush()`` writes what is
-    pending. Request ids (strings such as an ``X-Request-ID``) are interned to small
-    integers; the table travels in each file.
+    pending. Request ids (strings such as an ``X-Request-ID``, cut to 128 characters) are
+    interned to small integers per file; each file carries the ids its spans use.
     """
 
     enabled = True
@@ -122,31 +118,35 @@ class SpanRecorder:
         self._file_seq = itertools.count()
         self._anchor_start = ClockAnchor.take()
 
-    def request_index(self, request_id: str) -> int:
-        index = self._request_index.get(request_id)
-        if index is None:
-            with self._lock:
-                index = self._request_index.setdefault(request_id, len(self._request_ids))
-                if index == len(self._request_ids):
-                    self._request_ids.append(request_id)
-        return index
-
     def record(
-        self, stage: Stage, start_ns: int, end_ns: int, request: int = NO_ID, batch: int = NO_ID
+        self, stage: Stage, start_ns: int, end_ns: int, request: str | None = None, batch: int = NO_ID
     ) -> None:
-        # One uncontended lock (~0.1 µs) keeps a spill from racing a half-written slot.
+        # One uncontended lock (~0.1 µs) keeps a spill from racing a half-written slot, and
+        # interning the request id inside it keeps ids and codes in the same file.
         with self._lock:
             i = self._used
             if i == self.capacity:
                 self._write(i)
                 i = 0
+            code = NO_ID
+            if request is not None:
+                code = self._request_index.get(request, NO_ID)
+                if code == NO_ID:
+                    code = self._intern(request)
             self._stage[i] = stage
             self._start[i] = start_ns
             self._end[i] = end_ns
-            self._req[i] = request
+            self._req[i] = code
             self._batch[i] = batch
             self._tid[i] = threading.get_native_id()
             self._used = i + 1
+
+    def _intern(self, request: str) -> int:
+        request = request[:MAX_REQUEST_ID]
+        code = self._request_index.setdefault(request, len(self._request_ids))
+        if code == len(self._request_ids):
+            self._request_ids.append(request)
+        return code
 
     def flush(self) -> Path | None:
         """Write pending spans (if any) to a new file and return its path."""
@@ -161,6 +161,15 @@ class SpanRecorder:
     def _write(self, used: int) -> Path:
         anchor_end = ClockAnchor.take()
         columns = {name: np.frombuffer(col, dtype=np.int64, count=used).copy() for name, col in self._cols.items()}
+        # Each file carries only the request ids its spans use (codes remapped to them), and the
+        # intern table starts afresh: memory and file size stay bounded by the buffer, not by
+        # the number of requests ever seen.
+        requests = columns["request"]
+        used_ids, local = np.unique(requests[requests >= 0], return_inverse=True)
+        requests[requests >= 0] = local
+        request_ids = np.array([self._request_ids[i] for i in used_ids], dtype=object).astype(str) \
+            if len(used_ids) else np.array([], dtype=str)
+        self._request_ids, self._request_index = [], {}
         meta = {
             "version": _FILE_VERSION,
             "pid": self.pid,
@@ -169,13 +178,8 @@ class SpanRecorder:
         }
         self._used = 0
         path = self.out_dir / f"spans-{self.pid}-{next(self._file_seq):05d}.npz"
-        tmp = path.with_suffix(".tmp.npz")
-        np.savez(
-            tmp,
-            meta=np.array(json.dumps(meta)),
-            request_ids=np.array(self._request_ids, dtype=str),
-            **columns,
-        )
+        tmp = self.out_dir / f".{path.stem}.tmp.npz"  # never matches the spans-*.npz glob
+        np.savez(tmp, meta=np.array(json.dumps(meta)), request_ids=request_ids, **columns)
         os.replace(tmp, path)
         return path
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -104,8 +103,8 @@ def ingest_raw(raw: Path) -> tuple[pd.DataFrame, StackTable, list[str]]:
             continue
         try:
             result = ingest(directory, stacks)
-        except (ValueError, OSError, KeyError, RuntimeError) as exc:
-            warnings.append(f"{probe}: not ingested ({exc})")
+        except Exception as exc:  # one probe's broken artifact must not cost the others theirs
+            warnings.append(f"{probe}: not ingested ({type(exc).__name__}: {exc})")
             continue
         frames.append(result.events)
         warnings.extend(f"{probe}: {w}" for w in result.warnings)
@@ -144,21 +143,29 @@ def detect_format(path: Path) -> str:
 
 
 def import_files(paths: list[Path], session: Session) -> tuple[list[Path], list[str]]:
-    """Copy recognised trace files into the session's raw dirs; return (imported, errors)."""
+    """Copy recognised trace files into the session's raw dirs; return (imported, errors).
+
+    Copies get fresh names (``imported-N-<name>``) so files with the same name, or a second
+    import into the same session, never overwrite each other; gzipped files other than
+    kineto traces are stored decompressed, which is how their ingesters read them.
+    """
     imported, errors = [], []
-    for n, path in enumerate(paths):
+    for path in paths:
         try:
             probe = detect_format(path)
         except ValueError as exc:
             errors.append(f"{path}: {exc}")
             continue
-        if probe == "pyspy":
-            name = f"imported-{n}.json"
-        elif probe == "speedscope":
-            probe, name = "pyspy", f"imported-{n}.speedscope.json"
-        else:
-            name = path.name
-        target = safe_child(session.raw_dir(probe), name)
-        shutil.copyfile(path, target)
+        suffix = ".json"
+        if probe == "speedscope":
+            probe, suffix = "pyspy", ".speedscope.json"
+        directory = session.raw_dir(probe)
+        stem = path.name.removesuffix(".gz").removesuffix(".json")
+        n = len(list(directory.glob("imported-*")))
+        target = safe_child(directory, f"imported-{n}-{stem}{suffix}")
+        data = path.read_bytes()
+        if data[:2] == b"\x1f\x8b":
+            data = gzip.decompress(data)
+        target.write_bytes(data)
         imported.append(target)
     return imported, errors

@@ -79,14 +79,16 @@ def decode_image(data: bytes, max_pixels: int, draft_size: int | None = None) ->
 
 
 def preprocess_image(image: Image.Image, contract: PreprocessContract) -> np.ndarray:
-    """Resize (shorter side), centre-crop and normalize to a float32 CHW array."""
+    """Resize (shorter side), centre-crop and normalize to a float32 CHW array.
+
+    The crop is taken in source coordinates and resampled straight to ``crop x crop``, so the
+    work and memory are bounded by the output even for extreme aspect ratios (resizing a
+    1x200000 image's shorter side to 256 first would need tens of GB)."""
     width, height = image.size
-    scale = contract.resize / min(width, height)
-    size = (max(contract.crop, round(width * scale)), max(contract.crop, round(height * scale)))
-    image = image.resize(size, Image.Resampling.BILINEAR, reducing_gap=None)
-    left = (size[0] - contract.crop) // 2
-    top = (size[1] - contract.crop) // 2
-    image = image.crop((left, top, left + contract.crop, top + contract.crop))
+    side = min(width, height) * contract.crop / contract.resize  # the crop, in source pixels
+    left, top = (width - side) / 2, (height - side) / 2
+    image = image.resize((contract.crop, contract.crop), Image.Resampling.BILINEAR,
+                         box=(left, top, left + side, top + side), reducing_gap=None)
     pixels = np.asarray(image, dtype=np.float32)
     mean = np.asarray(contract.mean, dtype=np.float32) * 255.0
     inv_std = 1.0 / (np.asarray(contract.std, dtype=np.float32) * 255.0)

@@ -86,3 +86,12 @@ def test_pixel_limit_is_checked_before_decoding() -> None:
     with pytest.raises(ImageRejected) as caught:
         decode_image(buffer.getvalue(), max_pixels=10_000_000)
     assert caught.value.status == 413
+
+
+def test_extreme_aspect_ratio_is_cheap() -> None:
+    # A 1x200000 image resized shorter-side-first would need ~52 GB; cropping first needs none.
+    buffer = io.BytesIO()
+    Image.new("RGB", (1, 200_000), (10, 20, 30)).save(buffer, format="PNG")
+    assert len(buffer.getvalue()) < 5_000
+    array = preprocess_image(decode_image(buffer.getvalue(), LIMIT), PreprocessContract())
+    assert array.shape == (3, 224, 224)

@@ -107,3 +107,17 @@ def test_ctrl_c_during_prof_load_keeps_records_and_stops_the_server(artifact_cac
     assert "Traceback" not in err
     assert len(records.read_text().splitlines()) > 0
     assert not psutil.pid_exists(server_pid) or psutil.Process(server_pid).status() == psutil.STATUS_ZOMBIE
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "reason"),
+    [(b"[" + b"[]," * 10_000 + b"[]]", "application/json", "bad_json"),
+     (__import__("msgpack").packb([[]] * 10_000), "application/msgpack", "bad_msgpack")],
+    ids=["json-containers", "msgpack-containers"],
+)
+def test_container_heavy_bodies_are_refused_unexpanded(body, content_type, reason) -> None:
+    from samples.sample_server.payload import PayloadError
+
+    with pytest.raises(PayloadError) as caught:
+        asyncio.run(extract_image(body, Headers({"content-type": content_type}), 20_000_000))
+    assert caught.value.reason == reason and caught.value.status == 400

@@ -116,3 +116,10 @@ def test_busy_port_is_refused_before_loading_anything(start_server) -> None:
     result = subprocess.run([sys.executable, "-m", "samples.sample_server", "--port", str(server.port)],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and "cannot listen on 127.0.0.1" in result.stderr
+
+
+def test_redis_password_never_leaves_the_server() -> None:
+    from samples.sample_server.cache import redact_url
+
+    assert redact_url("redis://user:s3cret@cache.local:6380/2") == "redis://user:***@cache.local:6380/2"
+    assert redact_url("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"

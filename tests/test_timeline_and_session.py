@@ -116,7 +116,7 @@ def test_session_stopped_before_merging_loads_from_its_raw_artifacts(tmp_path: P
     session = Session.create(tmp_path / "s")
     recorder = SpanRecorder(session.raw_dir("stages"), capacity=4)
     now = _time.perf_counter_ns()
-    recorder.record(Stage.DECODE, now, now + 1_000, recorder.request_index("r1"), 0)
+    recorder.record(Stage.DECODE, now, now + 1_000, "r1", 0)
     recorder.flush()
     (session.raw_dir("ort") / "broken.json").write_text("[{")  # a probe cut off mid-write
     loaded = profiler.load(tmp_path / "s")

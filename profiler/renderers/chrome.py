@@ -74,7 +74,8 @@ def _spans(group: pd.DataFrame, origin: int, lanes: dict, instant: bool = False)
                                  int(pids[i]), int(tids[i])) for i in first], dtype=np.int64)[codes]
     head = '{"ph":"i","s":"t","name":' if instant else '{"ph":"X","name":'
     text = pc.binary_join_element_wise(
-        head, _json_labels(group["name"]), ',"cat":', _json_labels(group["source"]), ',"pid":', _str(pids),
+        head, pc.fill_null(_json_labels(group["name"]), '""'), ',"cat":', pc.fill_null(_json_labels(group["source"]), '""'),
+        ',"pid":', _str(pids),
         ',"tid":', _str(lane_ids), ',"ts":', _str((starts - origin) / 1000.0), ',"dur":', _str(durs / 1000.0),
         ',"args":', _span_args(group), "},", "")
     # Every row ends with a comma; the rows sit back to back in the array's data buffer.

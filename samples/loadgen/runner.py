@@ -142,7 +142,7 @@ class LoadRunner:
             status, received = response.status_code, len(response.content)
             if status == 200 and response.headers.get("content-type", "").startswith("application/json"):
                 server_ms = json.loads(response.content).get("timings_ms", {})
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, ValueError) as exc:  # transport failure or an unparsable answer
             error = f"{type(exc).__name__}: {exc}"
         finally:
             self.state.in_flight -= 1

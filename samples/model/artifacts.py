@@ -14,6 +14,7 @@ into place, so an interrupted build never leaves a half artifact behind.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
@@ -103,14 +104,25 @@ def ensure_artifact(settings: BuildSettings, cache_dir: Path | None = None) -> A
     """Return the cached artifact for ``settings``, building it (and fp32 first) if needed."""
     cache_dir = cache_dir or default_cache_dir()
     key = build_key(settings)
-    directory = cache_dir / f"resnet18-{settings.input_size}-{settings.precision}-{key[:12]}"
+    directory = _artifact_dir(cache_dir, settings, key)
     cached = _load_valid(directory, key)
     if cached is not None:
         return cached
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    # Several processes (uvicorn workers, parallel tests) may want the same artifact: one
+    # builds while the others wait, then find it valid.
+    with open(cache_dir / ".build.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        cached = _load_valid(directory, key)
+        if cached is not None:
+            return cached
+        return _build_and_install(settings, cache_dir, directory, key)
+
+
+def _build_and_install(settings: BuildSettings, cache_dir: Path, directory: Path, key: str) -> Artifact:
     fp32 = None
     if settings.precision != "fp32":
-        fp32 = ensure_artifact(BuildSettings(**{**asdict(settings), "precision": "fp32"}), cache_dir)
-    cache_dir.mkdir(parents=True, exist_ok=True)
+        fp32 = _ensure_unlocked(BuildSettings(**{**asdict(settings), "precision": "fp32"}), cache_dir)
     log.info("building %s model artifact in %s (first use; cached afterwards)", settings.precision, directory)
     staging = Path(tempfile.mkdtemp(prefix=".build-", dir=cache_dir))
     try:
@@ -122,6 +134,17 @@ def ensure_artifact(settings: BuildSettings, cache_dir: Path | None = None) -> A
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return Artifact(directory, meta)
+
+
+def _ensure_unlocked(settings: BuildSettings, cache_dir: Path) -> Artifact:
+    """ensure_artifact for a caller that already holds the build lock."""
+    key = build_key(settings)
+    directory = _artifact_dir(cache_dir, settings, key)
+    return _load_valid(directory, key) or _build_and_install(settings, cache_dir, directory, key)
+
+
+def _artifact_dir(cache_dir: Path, settings: BuildSettings, key: str) -> Path:
+    return cache_dir / f"resnet18-{settings.input_size}-{settings.precision}-{key[:12]}"
 
 
 def load_artifact(directory: Path | str) -> Artifact:

@@ -154,7 +154,14 @@ class TorchEngine:
             tensor = tensor.half()
         if self.channels_last:
             tensor = tensor.contiguous(memory_format=torch.channels_last)
+        self._sync()
         return tensor
+
+    def _sync(self) -> None:
+        # CUDA calls return once work is queued; without a sync the GPU time of inference
+        # would be charged to whichever later stage first waits for it (d2h).
+        if self.device == "cuda":
+            self._torch.cuda.synchronize()
 
     def _pinned_copy(self, tensor: Any) -> Any:
         # One reusable page-locked buffer, grown when a larger batch arrives.
@@ -169,7 +176,9 @@ class TorchEngine:
             self._start_profiler()
         guard = self._torch.inference_mode() if self.inference_mode else self._torch.no_grad()
         with guard:
-            return self.module(staged)
+            output = self.module(staged)
+        self._sync()
+        return output
 
     def fetch_output(self, output: Any) -> np.ndarray:
         return output.float().cpu().numpy()
@@ -278,6 +287,8 @@ def _load_torch(settings: EngineSettings) -> TorchEngine:
     if settings.model_path is not None:
         path = _user_model(settings.model_path, ".pt", ".pth", ".ts")
         module = torch.jit.load(str(path), map_location=settings.device).eval()
+        if half:
+            module = module.half()
         contract = preprocess.PreprocessContract.for_input_size(settings.input_size)
         return TorchEngine(module, settings.device, settings.input_size, contract, "torchscript",
                            half=half, pinned=settings.pinned, source={"model": str(path)},

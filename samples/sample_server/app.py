@@ -74,6 +74,10 @@ class ClassifierService:
         self.runner: DirectRunner | DynamicBatcher | None = None
         self._ids = itertools.count()
         self._id_prefix = f"{os.getpid():x}"
+        # Results depend on the model, its variant and input size, and top_k: servers sharing a
+        # Redis must never answer from another configuration's entries.
+        identity = [config.backend, config.precision, config.input_size, config.model or "resnet18", config.top_k]
+        self._cache_prefix = "prof:" + hashlib.sha256(repr(identity).encode()).hexdigest()[:16]
 
     def load_model(self) -> None:
         t0 = _NOW()
@@ -90,7 +94,7 @@ class ClassifierService:
             self.runner = DirectRunner(self.engine, self.spans, on_batch)
         await self.runner.start()
         if isinstance(self.cache, caches.RedisCache) and not await self.cache.ping():
-            log.warning("cache: redis at %s is down; serving uncached until it answers", self.config.cache)
+            log.warning("cache: redis at %s is down; serving uncached until it answers", self.cache.url)
         log.info("ready: %s", self.engine.describe())
 
     async def stop(self) -> None:
@@ -122,7 +126,7 @@ class ClassifierService:
         caching = self.cache.kind != "off"
         if caching:
             t0 = _NOW()
-            key = f"prof:{self.config.precision}:{self.config.input_size}:{hashlib.sha256(image_bytes).hexdigest()}"
+            key = f"{self._cache_prefix}:{hashlib.sha256(image_bytes).hexdigest()}"
             cached = await self.cache.get(key)
             trace.add(Stage.OTHER, t0, _NOW())
             self.metrics.cache.labels("hit" if cached else "miss").inc()
@@ -144,12 +148,11 @@ class ClassifierService:
         return answer, False
 
     def finish(self, trace: RequestTrace, batch_id: int) -> None:
-        request = self.spans.request_index(trace.request_id) if self.spans.enabled else NO_ID
         for stage, start, end in trace.stages:
             self.metrics.stage.labels(stage.label).observe((end - start) / 1e9)
             if stage in (Stage.H2D, Stage.INFERENCE, Stage.D2H):
                 continue  # recorded once per batch by the runner
-            self.spans.record(stage, start, end, request, batch_id)
+            self.spans.record(stage, start, end, trace.request_id, batch_id)
 
 
 def _make_recorder(config: ServerConfig) -> SpanRecorder | NullRecorder:
@@ -192,8 +195,9 @@ async def handle_classify(service: ClassifierService, request: Request) -> Respo
         metrics.rejected.labels(exc.reason).inc()
         response = _error(exc.status, exc.reason, str(exc), trace.request_id)
     except Exception as exc:
-        log.exception("request %s failed", trace.request_id)
-        response = _error(500, "internal_error", f"{type(exc).__name__}: {exc}", trace.request_id)
+        log.exception("request %s failed", trace.request_id)  # details in the server log only
+        response = _error(500, "internal_error", "the server failed to classify this image; see its log",
+                          trace.request_id)
     finally:
         metrics.in_flight.dec()
     metrics.latency.observe((_NOW() - started) / 1e9)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict
+from urllib.parse import urlsplit, urlunsplit
 from typing import Protocol
 
 import msgpack
@@ -75,16 +76,26 @@ class LruCache:
         self._entries.clear()
 
 
+def redact_url(url: str) -> str:
+    """The URL without its password, fit for logs and /healthz."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
 class RedisCache:
     kind = "redis"
 
     def __init__(self, url: str, ttl_s: int = 3600) -> None:
         import redis.asyncio as redis_asyncio
 
-        self.url = url
+        self.url = redact_url(url)
         self.ttl_s = ttl_s
         self._client = redis_asyncio.Redis.from_url(
-            url, socket_connect_timeout=REDIS_TIMEOUT_S, socket_timeout=REDIS_TIMEOUT_S, retry_on_timeout=False
+            url,  # the real URL, password included; only the redacted one is shown socket_connect_timeout=REDIS_TIMEOUT_S, socket_timeout=REDIS_TIMEOUT_S, retry_on_timeout=False
         )
         self._down_until = 0.0
         self.errors = 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -18,6 +19,8 @@ import numpy as np
 
 from probes.stages import NO_ID, SpanSink, Stage
 from samples.model.engines import Engine
+
+log = logging.getLogger("samples.sample_server.inference")
 
 
 @dataclass(frozen=True)
@@ -55,7 +58,7 @@ class _BatchExecutor:
         t3 = time.perf_counter_ns()
         stages = {Stage.H2D: (t0, t1), Stage.INFERENCE: (t1, t2), Stage.D2H: (t2, t3)}
         for stage, (start, end) in stages.items():
-            self.spans.record(stage, start, end, NO_ID, batch_id)
+            self.spans.record(stage, start, end, None, batch_id)
         self.on_batch(len(arrays))
         return logits, batch_id, stages
 
@@ -99,6 +102,7 @@ class DynamicBatcher:
         self.max_wait_ns = int(max_wait_ms * 1e6)
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
         self._task: asyncio.Task | None = None
+        self._in_flight: list[_Pending] = []
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._collect_forever(), name="dynamic-batcher")
@@ -109,22 +113,26 @@ class DynamicBatcher:
         return await future
 
     async def _collect_forever(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             batch = await self._next_batch()
+            self._in_flight = batch
             try:
-                logits, batch_id, stages = await loop.run_in_executor(
-                    self._exec.pool, self._exec.run, [p.array for p in batch])
-            except Exception as exc:  # the engine failed: every waiting request gets the error
-                for pending in batch:
-                    if not pending.future.done():
-                        pending.future.set_exception(exc)
-                continue
-            started = stages[Stage.H2D][0]
-            for row, pending in enumerate(batch):
-                if not pending.future.done():
-                    result = BatchResult(logits[row], batch_id, len(batch), (pending.enqueued_ns, started), stages)
-                    pending.future.set_result(result)
+                await self._run_and_scatter(batch)
+            except Exception as exc:  # every request of a failed batch gets the error; the batcher goes on
+                log.exception("batch of %d failed", len(batch))
+                _fail(batch, exc)
+            finally:
+                self._in_flight = []
+
+    async def _run_and_scatter(self, batch: list[_Pending]) -> None:
+        loop = asyncio.get_running_loop()
+        logits, batch_id, stages = await loop.run_in_executor(self._exec.pool, self._exec.run,
+                                                              [p.array for p in batch])
+        started = stages[Stage.H2D][0]
+        for row, pending in enumerate(batch):
+            if not pending.future.done():
+                result = BatchResult(logits[row], batch_id, len(batch), (pending.enqueued_ns, started), stages)
+                pending.future.set_result(result)
 
     async def _next_batch(self) -> list[_Pending]:
         batch = [await self._queue.get()]
@@ -152,7 +160,17 @@ class DynamicBatcher:
                 await self._task
             except asyncio.CancelledError:
                 pass
+        shutting_down = RuntimeError("server shutting down")
+        _fail(self._in_flight, shutting_down)
+        while not self._queue.empty():
+            _fail([self._queue.get_nowait()], shutting_down)
         self._exec.shutdown()
+
+
+def _fail(batch: list[_Pending], exc: BaseException) -> None:
+    for pending in batch:
+        if not pending.future.done():
+            pending.future.set_exception(exc)
 
 
 def postprocess(logits: np.ndarray, k: int) -> tuple[list[int], list[float]]:

@@ -51,7 +51,14 @@ async def extract_image(body: bytes, headers: Headers, max_bytes: int) -> tuple[
                        "application/json or application/msgpack")
 
 
+# A request holds one image: a handful of containers at most. Deeply nested or container-heavy
+# bodies expand many times over in memory when parsed, so they are refused unparsed.
+MAX_CONTAINERS = 64
+
+
 def _from_json(body: bytes) -> bytes:
+    if body.count(b"[") + body.count(b"{") > MAX_CONTAINERS:
+        raise PayloadError(400, "bad_json", "JSON body has too many arrays/objects for an image request")
     try:
         document = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
@@ -67,7 +74,8 @@ def _from_json(body: bytes) -> bytes:
 
 def _from_msgpack(body: bytes, max_bytes: int) -> bytes:
     try:
-        document = msgpack.unpackb(body, raw=False, max_bin_len=max_bytes, max_str_len=max_bytes)
+        document = msgpack.unpackb(body, raw=False, max_bin_len=max_bytes, max_str_len=max_bytes,
+                                   max_array_len=MAX_CONTAINERS, max_map_len=MAX_CONTAINERS, max_ext_len=0)
     except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
         raise PayloadError(400, "bad_msgpack", f"request body is not valid MessagePack: {exc}") from None
     image = document.get("image") if isinstance(document, dict) else None

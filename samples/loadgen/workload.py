@@ -1,7 +1,8 @@
 """What the load generator sends: an image mix and a payload format.
 
 The mix is deterministic for a seed. Each request is either an exact repeat of an earlier
-request's bytes (with probability ``duplicates``) or bytes never sent before; JPEG and PNG
+request's bytes (with probability ``duplicates``; drawn from the last 4096 unique images) or
+bytes never sent before; JPEG and PNG
 are made unique without re-encoding (:func:`samples.images.make_unique`), WebP by drawing
 from a pool of distinct encodings, which repeats once the pool is spent (the run reports the
 duplicate fraction it actually sent).
@@ -14,6 +15,7 @@ import hashlib
 import json
 import random
 import uuid
+from collections import deque
 from dataclasses import dataclass
 from typing import Literal
 
@@ -26,6 +28,7 @@ PAYLOADS: tuple[PayloadFormat, ...] = ("raw", "multipart", "json", "msgpack")
 _CONTENT_TYPES = {"jpeg": "image/jpeg", "png": "image/png", "webp": "image/webp"}
 _BASES_PER_KIND = 4
 _WEBP_POOL = 64
+_REPEAT_POOL = 4096  # repeats are drawn from the most recent unique images: bounded memory
 
 
 @dataclass(frozen=True)
@@ -59,7 +62,7 @@ class ImageMix:
             self._bases[(size, fmt)] = [
                 images.synthetic_encoded(seed * 100_003 + k * 1_009 + i, width, height, fmt) for i in range(count)
             ]
-        self._sent: list[ImageItem] = []
+        self._sent: deque[ImageItem] = deque(maxlen=_REPEAT_POOL)
         self._counter = 0
 
     def next(self) -> ImageItem:

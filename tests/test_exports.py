@@ -74,6 +74,8 @@ def test_real_gpu_trace_exports_to_a_valid_chrome_trace() -> None:
     assert validate_chrome_trace(trace) == []
     kernels = [e for e in trace["traceEvents"] if e["ph"] == "X" and e["args"].get("cat") == "kernel"]
     assert len(kernels) == 79
+    launches = [e for e in trace["traceEvents"] if e["ph"] == "f" and e["name"] == "launch"]
+    assert len(launches) == 79 + 16 + 3  # every kernel, copy and memset joined to its CUDA launch
 
 
 def test_speedscope_export_has_one_profile_per_thread_with_weights() -> None:

@@ -41,6 +41,7 @@ def render_chrome_trace(events: pd.DataFrame, stacks: StackTable | None = None,
         elif kind == "sample" and stacks is not None:
             out.extend(_samples(group, origin, lanes, stacks))
     out.extend(_flows(events, origin, lanes))
+    out.extend(_launch_flows(events, origin, lanes, first_id=len(out) + 1))
     out.extend(_metadata(events, lanes, process_names))
     if out:
         parts.append(orjson.dumps(out)[1:-1])  # one call for the small events
@@ -203,6 +204,34 @@ def _flows(events: pd.DataFrame, origin: int, lanes: dict) -> list[dict]:
                     "tid": _lane(lanes, "stages", pid, tid), "ts": (start - origin) / 1000.0})
         out.append({"ph": "f", "bp": "e", "id": flow_id, "name": "batch", "cat": "flow", "pid": bpid,
                     "tid": _lane(lanes, "stages", bpid, btid), "ts": (end - origin) / 1000.0})
+    return out
+
+
+_LAUNCH_CATS = ("cuda_runtime", "cuda_driver")
+_DEVICE_CATS = ("kernel", "gpu_memcpy", "gpu_memset")
+
+
+def _launch_flows(events: pd.DataFrame, origin: int, lanes: dict, first_id: int) -> list[dict]:
+    """CUDA launch (runtime/driver call) -> the kernel, copy or memset it queued, joined by the
+    kineto ``correlation`` id (kineto's own ac2g flows say the same)."""
+    torch = events[(events["source"] == "torch") & (events["kind"] == "span") & events["args"].notna()]
+    if torch.empty:
+        return []
+    fields = torch["args"].str.extract(r'"correlation":(\d+)').astype("float64")[0]
+    cats = torch["args"].str.extract(r'"cat":"(\w+)"')[0]
+    frame = pd.DataFrame({"ts": torch["ts_ns"].to_numpy(), "pid": torch["pid"].to_numpy(),
+                          "tid": torch["tid"].to_numpy(), "corr": fields.to_numpy(), "cat": cats.to_numpy()})
+    frame = frame.dropna(subset=["corr"])
+    launches = frame[frame["cat"].isin(_LAUNCH_CATS)].drop_duplicates("corr")
+    targets = frame[frame["cat"].isin(_DEVICE_CATS)]
+    joined = launches.merge(targets, on="corr", suffixes=("", "_dev"))
+    out = []
+    for n, (ts, pid, tid, ts_dev, pid_dev, tid_dev) in enumerate(zip(
+            *(joined[c].tolist() for c in ("ts", "pid", "tid", "ts_dev", "pid_dev", "tid_dev"))), start=first_id):
+        out.append({"ph": "s", "id": n, "name": "launch", "cat": "flow", "pid": pid,
+                    "tid": _lane(lanes, "torch", pid, tid), "ts": (ts - origin) / 1000.0})
+        out.append({"ph": "f", "bp": "e", "id": n, "name": "launch", "cat": "flow", "pid": pid_dev,
+                    "tid": _lane(lanes, "torch", pid_dev, tid_dev), "ts": (ts_dev - origin) / 1000.0})
     return out
 
 

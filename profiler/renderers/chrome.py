@@ -33,7 +33,9 @@ def render_chrome_trace(events: pd.DataFrame, stacks: StackTable | None = None,
     parts: list[bytes] = []
     out: list[dict[str, Any]] = []
     process_names = process_names or {}
-    for kind, group in events.groupby("kind", observed=True, sort=False):
+    kinds = events["kind"].unique()
+    groups = [(kinds[0], events)] if len(kinds) == 1 else events.groupby("kind", observed=True, sort=False)
+    for kind, group in groups:  # (one kind: no copy of a million rows into a group)
         if kind in ("span", "instant"):
             parts.append(_spans(group, origin, lanes, instant=kind == "instant"))
         elif kind == "counter":

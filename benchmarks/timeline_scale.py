@@ -29,7 +29,9 @@ from profiler.renderers.chrome import render_chrome_trace
 path = Path(sys.argv[1])
 t = time.perf_counter()
 if sys.argv[2] == "ingest":
-    session = load(path)
+    for merged in ("timeline.parquet", "stack_frames.parquet", "stack_nodes.parquet"):
+        (path / merged).unlink(missing_ok=True)  # each run ingests a fresh session
+    session = load(path, rebuild=False)
     build_timeline(session)
     n = len(session.timeline)
 else:

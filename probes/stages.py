@@ -236,6 +236,11 @@ SOURCE = "stages"
 
 def ingest_span_files(paths: Iterable[Path | str]) -> pd.DataFrame:
     """Span files -> timeline events on the epoch clock (each file with its tightest anchor)."""
+    return merge_events(span_file_frames(paths))
+
+
+def span_file_frames(paths: Iterable[Path | str]) -> list[pd.DataFrame]:
+    """One unmerged frame per span file (for callers that merge everything once)."""
     frames = []
     for path in paths:
         spans = read_span_file(path)
@@ -251,4 +256,4 @@ def ingest_span_files(paths: Iterable[Path | str]) -> pd.DataFrame:
             ts_ns=cols["start_ns"] + offset, source=SOURCE, kind="span", name=stage_names,
             dur_ns=np.maximum(cols["end_ns"] - cols["start_ns"], 0), stage=stage_names, pid=spans.pid,
             tid=cols["tid"], request_id=request_ids, batch_id=cols["batch"]))
-    return merge_events(frames)
+    return frames

@@ -19,12 +19,14 @@ from profiler.timeline import StackTable, make_events, merge_events
 
 @dataclass
 class IngestResult:
-    events: pd.DataFrame
+    """A probe's events, as one frame or several: they are merged once, with every source."""
+
+    events: pd.DataFrame | list[pd.DataFrame]
     warnings: list[str] = field(default_factory=list)
 
 
 def _ingest_stages(directory: Path, stacks: StackTable) -> IngestResult:
-    return IngestResult(stages.ingest_span_files(sorted(directory.glob("spans-*.npz"))))
+    return IngestResult(stages.span_file_frames(sorted(directory.glob("spans-*.npz"))))
 
 
 def _ingest_ort(directory: Path, stacks: StackTable) -> IngestResult:
@@ -106,9 +108,11 @@ def ingest_raw(raw: Path) -> tuple[pd.DataFrame, StackTable, list[str]]:
         except Exception as exc:  # one probe's broken artifact must not cost the others theirs
             warnings.append(f"{probe}: not ingested ({type(exc).__name__}: {exc})")
             continue
-        frames.append(result.events)
+        frames.extend(result.events if isinstance(result.events, list) else [result.events])
         warnings.extend(f"{probe}: {w}" for w in result.warnings)
-    return merge_events(frames), stacks, warnings
+    merged = merge_events(frames)
+    frames.clear()
+    return merged, stacks, warnings
 
 
 def detect_format(path: Path) -> str:

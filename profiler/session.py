@@ -27,6 +27,8 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from profiler.clock import ClockAnchor, best_anchor, drift_ns
 from profiler.timeline import StackTable, empty_events, validate
@@ -43,6 +45,7 @@ class SessionError(RuntimeError):
     pass
 
 
+ROW_GROUP = 1 << 18
 FILE_MODE = 0o644  # mkstemp creates 0600; session files are ordinary files
 
 
@@ -66,7 +69,16 @@ def atomic_write_parquet(frame: pd.DataFrame, path: Path) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     os.close(fd)
     try:
-        frame.to_parquet(tmp, index=False, compression="zstd")
+        # Written in row groups of a quarter million rows, so the writer never buffers a whole
+        # million-event table in compressed form on top of the frame itself.
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+        # Dictionary pages only for the categorical columns: dictionary-encoding every int64
+        # column costs ~100 MB of hash tables on a million rows for no gain.
+        categorical = [c for c in frame.columns if isinstance(frame[c].dtype, pd.CategoricalDtype)]
+        with pq.ParquetWriter(tmp, table.schema, compression="zstd", use_dictionary=categorical) as writer:
+            for start in range(0, max(table.num_rows, 1), ROW_GROUP):
+                writer.write_table(table.slice(start, ROW_GROUP))
+        del table
         os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
@@ -161,11 +173,12 @@ class Session:
         atomic_write_parquet(events, self.path / TIMELINE)
 
 
-def load(path: Path | str) -> Session:
+def load(path: Path | str, rebuild: bool = True) -> Session:
     """Open a session directory, with whatever it holds.
 
-    A missing timeline (a run stopped before merging) gives an empty timeline and a note;
-    a directory without ``meta.json`` is not a session.
+    A missing timeline (a run stopped before merging) is rebuilt in memory from the raw
+    artifacts when ``rebuild`` (the default), else left empty; either way a note says so.
+    A directory without ``meta.json`` is not a session.
     """
     path = Path(path)
     meta_path = path / META
@@ -179,7 +192,7 @@ def load(path: Path | str) -> Session:
     timeline_path = path / TIMELINE
     if timeline_path.is_file():
         session.timeline = pd.read_parquet(timeline_path)
-    elif any((path / RAW).glob("*/*")):
+    elif rebuild and any((path / RAW).glob("*/*")):
         # Interrupted before merging: build the timeline from what the probes left, in memory.
         from profiler.ingest import ingest_raw
 

@@ -89,7 +89,7 @@ def make_events(
     args = columns.get("args")
     data["args"] = (pd.arrays.ArrowStringArray(pa.nulls(n, pa.large_string())) if args is None
                     else pd.array(_broadcast_obj(args, n), dtype="string"))
-    frame = pd.DataFrame(data, columns=list(COLUMNS))
+    frame = pd.DataFrame(data, columns=list(COLUMNS), copy=False)  # no block consolidation copy
     if (frame["dur_ns"] < 0).any():
         raise SchemaError(f"{source}: negative span durations")
     return frame
@@ -155,7 +155,7 @@ def merge_events(frames: Iterable[pd.DataFrame]) -> pd.DataFrame:
             data[col] = pd.arrays.ArrowStringArray(pa.concat_arrays(chunks).take(pa.array(order)))
         else:
             data[col] = np.concatenate([f[col].to_numpy() for f in frames])[order]
-    return pd.DataFrame(data, columns=list(COLUMNS))
+    return pd.DataFrame(data, columns=list(COLUMNS), copy=False)
 
 
 def _is_sorted(values: np.ndarray) -> bool:

@@ -102,7 +102,7 @@ def _to_frame(rows: list[dict], base_ns: int) -> pd.DataFrame:
     dev_id = np.fromiter((_int(a.get("device", e.get("pid")), 0) for a, e in zip(raw_args, rows)), np.int64, len(rows))
     stream = np.fromiter((_int(a.get("stream", e.get("tid")), -1) for a, e in zip(raw_args, rows)), np.int64,
                          len(rows))
-    pid = np.where(device, -100 - dev_id, host_pid)
+    pid = np.where(device, gpu_pid(dev_id), host_pid)
     tid = np.where(device, stream, host_tid)
     stages: list[str | None] = [None] * len(rows)
     args = []

@@ -23,7 +23,6 @@ import itertools
 import json
 import os
 import threading
-import time
 from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path

@@ -47,9 +47,10 @@ class SchemaError(ValueError):
     pass
 
 
-def gpu_pid(device: int) -> int:
-    """Timeline pid of GPU ``device``: negative, so a GPU lane never collides with an OS pid."""
-    return -100 - int(device)
+def gpu_pid(device: int | np.ndarray) -> int | np.ndarray:
+    """Timeline pid of GPU ``device`` (or an array of them): negative, so a GPU lane never
+    collides with an OS pid."""
+    return -100 - device
 
 
 def make_events(

@@ -7,7 +7,6 @@ import json
 
 import httpx
 import numpy as np
-import pytest
 
 from probes.kineto import ingest_kineto
 from probes.ort import ingest_ort_profile

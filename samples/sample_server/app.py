@@ -194,7 +194,7 @@ async def handle_classify(service: ClassifierService, request: Request) -> Respo
     except (payload.PayloadError, preprocess.ImageRejected) as exc:
         metrics.rejected.labels(exc.reason).inc()
         response = _error(exc.status, exc.reason, str(exc), trace.request_id)
-    except Exception as exc:
+    except Exception:
         log.exception("request %s failed", trace.request_id)  # details in the server log only
         response = _error(500, "internal_error", "the server failed to classify this image; see its log",
                           trace.request_id)

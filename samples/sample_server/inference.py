@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from probes.stages import NO_ID, SpanSink, Stage
+from probes.stages import SpanSink, Stage
 from samples.model.engines import Engine
 
 log = logging.getLogger("samples.sample_server.inference")

@@ -75,10 +75,11 @@ def _ingest_nvml(directory: Path, stacks: StackTable) -> IngestResult:
         ts_ns=[], source="nvml", kind="counter", name=[]))
 
 
+# JSON-parsing ingesters first: their transient memory is then spent while little else is held.
 INGESTERS: dict[str, Callable[[Path, StackTable], IngestResult]] = {
-    "stages": _ingest_stages,
     "ort": _ingest_ort,
     "torch": _ingest_torch,
+    "stages": _ingest_stages,
     "pyspy": _ingest_pyspy,
     "proc": _ingest_proc,
     "nvml": _ingest_nvml,
@@ -110,7 +111,7 @@ def ingest_raw(raw: Path) -> tuple[pd.DataFrame, StackTable, list[str]]:
             continue
         frames.extend(result.events if isinstance(result.events, list) else [result.events])
         warnings.extend(f"{probe}: {w}" for w in result.warnings)
-    merged = merge_events(frames)
+    merged = merge_events(frames, consume=True)
     frames.clear()
     return merged, stacks, warnings
 

@@ -130,11 +130,13 @@ def _broadcast_obj(value: object, n: int) -> list | np.ndarray:
     return values
 
 
-def merge_events(frames: Iterable[pd.DataFrame]) -> pd.DataFrame:
+def merge_events(frames: Iterable[pd.DataFrame], consume: bool = False) -> pd.DataFrame:
     """Concatenate per-source frames into one, sorted by time (stable), categories unioned.
 
     Built column by column through one shared sort order, so the peak holds the inputs and
-    one output column in flight, not the two full copies a concat-then-sort would make.
+    one output column in flight, not the two full copies a concat-then-sort would make. With
+    ``consume`` each input column is dropped from its frame once merged (the inputs are left
+    empty), so the peak is about one copy of the data.
     """
     frames = [f for f in frames if len(f)]
     if not frames:
@@ -156,6 +158,9 @@ def merge_events(frames: Iterable[pd.DataFrame]) -> pd.DataFrame:
             data[col] = pd.arrays.ArrowStringArray(pa.concat_arrays(chunks).take(pa.array(order)))
         else:
             data[col] = np.concatenate([f[col].to_numpy() for f in frames])[order]
+        if consume:
+            for frame in frames:
+                del frame[col]
     return pd.DataFrame(data, columns=list(COLUMNS), copy=False)
 
 

@@ -47,13 +47,19 @@ class KinetoTrace:
     base_time_ns: int = 0
 
 
+def load_json_file(path: Path | str) -> tuple[bytes, object]:
+    """(decompressed bytes, parsed JSON) of a plain or gzipped JSON file.
+    Raises OSError, EOFError or ValueError as reading, gunzip or parsing fail."""
+    raw = Path(path).read_bytes()
+    if raw[:2] == b"\x1f\x8b":
+        raw = gzip.decompress(raw)
+    return raw, orjson.loads(raw)
+
+
 def read_trace_json(path: Path | str) -> dict:
     path = Path(path)
     try:
-        raw = path.read_bytes()
-        if raw[:2] == b"\x1f\x8b":
-            raw = gzip.decompress(raw)
-        document = orjson.loads(raw)
+        _, document = load_json_file(path)
     except (OSError, EOFError, ValueError) as exc:
         raise KinetoError(f"{path}: not a readable kineto trace ({exc})") from None
     if not isinstance(document, dict) or not isinstance(document.get("traceEvents"), list):

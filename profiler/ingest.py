@@ -4,7 +4,6 @@ others go on."""
 
 from __future__ import annotations
 
-import gzip
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -116,17 +115,18 @@ def ingest_raw(raw: Path) -> tuple[pd.DataFrame, StackTable, list[str]]:
     return merged, stacks, warnings
 
 
-def detect_format(path: Path) -> str:
-    """What a trace file is: ort, torch, pyspy (chrometrace), speedscope or scalene.
-    Raises ValueError if none."""
+def read_trace_file(path: Path) -> tuple[bytes, object]:
+    """(decompressed bytes, parsed JSON) of a trace file; ValueError with the reason if unreadable."""
     try:
-        raw = path.read_bytes()
-        if raw[:2] == b"\x1f\x8b":
-            raw = gzip.decompress(raw)
-        document = json.loads(raw)
+        return kineto.load_json_file(path)
     except (OSError, EOFError, ValueError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).splitlines()[0]
         raise ValueError(f"not a readable JSON trace ({reason})") from None
+
+
+def detect_format(document: object) -> str:
+    """What a parsed trace is: ort, torch, pyspy (chrometrace), speedscope or scalene.
+    Raises ValueError if none."""
     if isinstance(document, dict):
         if "speedscope" in str(document.get("$schema", "")):
             return "speedscope"
@@ -151,13 +151,14 @@ def import_files(paths: list[Path], session: Session) -> tuple[list[Path], list[
     """Copy recognised trace files into the session's raw dirs; return (imported, errors).
 
     Copies get fresh names (``imported-N-<name>``) so files with the same name, or a second
-    import into the same session, never overwrite each other; gzipped files other than
-    kineto traces are stored decompressed, which is how their ingesters read them.
+    import into the same session, never overwrite each other. Each file is read once and
+    stored decompressed, which is how the ingesters read them.
     """
     imported, errors = [], []
     for path in paths:
         try:
-            probe = detect_format(path)
+            data, document = read_trace_file(path)
+            probe = detect_format(document)
         except ValueError as exc:
             errors.append(f"{path}: {exc}")
             continue
@@ -168,9 +169,6 @@ def import_files(paths: list[Path], session: Session) -> tuple[list[Path], list[
         stem = path.name.removesuffix(".gz").removesuffix(".json")
         n = len(list(directory.glob("imported-*")))
         target = safe_child(directory, f"imported-{n}-{stem}{suffix}")
-        data = path.read_bytes()
-        if data[:2] == b"\x1f\x8b":
-            data = gzip.decompress(data)
-        target.write_bytes(data)
+        target.write_bytes(data)  # stored decompressed, as read
         imported.append(target)
     return imported, errors

@@ -25,7 +25,7 @@ import resource, sys, time
 from pathlib import Path
 from profiler.session import Session, load
 from profiler.ingest import build_timeline
-from profiler.renderers.chrome import render_chrome_trace
+from profiler.renderers.chrome import write_chrome_trace
 path = Path(sys.argv[1])
 t = time.perf_counter()
 if sys.argv[2] == "ingest":
@@ -36,8 +36,8 @@ if sys.argv[2] == "ingest":
     n = len(session.timeline)
 else:
     session = load(path)
-    data = render_chrome_trace(session.timeline, session.stacks)
-    (path / "trace.json").write_bytes(data)
+    with open(path / "trace.json", "wb") as out:  # streamed, as `prof export` writes it
+        write_chrome_trace(session.timeline, out, session.stacks)
     n = len(session.timeline)
 print(f"{time.perf_counter() - t:.3f} {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024} {n}")
 """

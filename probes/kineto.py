@@ -19,9 +19,11 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import msgspec
 import numpy as np
 import orjson
 import pandas as pd
+import pyarrow as pa
 
 from profiler.timeline import gpu_pid, make_events
 
@@ -45,6 +47,7 @@ class KinetoTrace:
     process_names: dict[int, str] = field(default_factory=dict)
     thread_names: dict[tuple[int, int], str] = field(default_factory=dict)
     base_time_ns: int = 0
+    parser: str = "typed"  # or "generic" when the trace did not fit the typed shape
 
 
 def load_json_file(path: Path | str) -> tuple[bytes, object]:
@@ -54,6 +57,51 @@ def load_json_file(path: Path | str) -> tuple[bytes, object]:
     if raw[:2] == b"\x1f\x8b":
         raw = gzip.decompress(raw)
     return raw, orjson.loads(raw)
+
+
+_NO_RAW = msgspec.Raw(b"")  # absent; omitted when encoding
+
+
+class _Args(msgspec.Struct, omit_defaults=True, gc=False):
+    """The kineto ``args`` we keep (others are skipped while parsing, never materialised).
+    ``cat`` (and ``copy``/``memory`` for copies) are ours, set before re-encoding."""
+    cat: str | None = None
+    copy: str | None = None
+    memory: str | None = None
+    correlation: int | None = None
+    stream: int | None = None
+    device: int | None = None
+    bytes: int | None = None
+    external_id: int | None = msgspec.field(default=None, name="External id")
+    input_dims: msgspec.Raw = msgspec.field(default=_NO_RAW, name="Input Dims")
+    cuda_sync_kind: str | None = None
+    grid: msgspec.Raw = _NO_RAW
+    block: msgspec.Raw = _NO_RAW
+    registers: int | None = msgspec.field(default=None, name="registers per thread")
+    shared_memory: int | None = msgspec.field(default=None, name="shared memory")
+    occupancy: float | None = msgspec.field(default=None, name="est. achieved occupancy %")
+    name: str | None = None  # process_name / thread_name metadata
+
+
+class _Event(msgspec.Struct, gc=False):
+    ph: str = ""
+    cat: str = ""
+    name: str = ""
+    pid: int | str | None = None
+    tid: int | str | None = None
+    ts: float = 0.0
+    dur: float = 0.0
+    args: _Args | None = None
+
+
+class _Document(msgspec.Struct, gc=False):
+    traceEvents: list[_Event]
+    deviceProperties: list[dict] | None = None
+    baseTimeNanoseconds: int | None = None
+
+
+_DECODER = msgspec.json.Decoder(_Document)
+_ENCODE = msgspec.json.Encoder().encode
 
 
 def read_trace_json(path: Path | str) -> dict:
@@ -68,12 +116,88 @@ def read_trace_json(path: Path | str) -> dict:
 
 
 def ingest_kineto(path: Path | str) -> KinetoTrace:
-    document = read_trace_json(path)
+    """Typed decode straight into the few fields we keep (msgspec skips the rest without
+    building Python objects); a trace that does not fit that shape (string timestamps, odd
+    args) goes through the generic JSON path instead, with the same result."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+        if raw[:2] == b"\x1f\x8b":
+            raw = gzip.decompress(raw)
+    except (OSError, EOFError, ValueError) as exc:
+        raise KinetoError(f"{path}: not a readable kineto trace ({exc})") from None
+    try:
+        document = _DECODER.decode(raw)
+    except msgspec.DecodeError:
+        return _ingest_generic(read_trace_json(path))
+    del raw
+    base = int(document.baseTimeNanoseconds or 0)
+    process_names: dict[int, str] = {}
+    thread_names: dict[tuple[int, int], str] = {}
+    keep = HOST_CATEGORIES | DEVICE_CATEGORIES
+    rows = [e for e in document.traceEvents if e.ph == "X" and e.cat in keep]
+    for event in [e for e in document.traceEvents if e.ph == "M"]:
+        if isinstance(event.pid, int) and event.args is not None and event.args.name:
+            if event.name == "process_name":
+                process_names[event.pid] = event.args.name
+            elif event.name == "thread_name" and isinstance(event.tid, int):
+                thread_names[(event.pid, event.tid)] = event.args.name
+    events = _typed_frame(rows, base)
+    return KinetoTrace(events, list(document.deviceProperties or []), process_names, thread_names, base)
+
+
+def _typed_frame(rows: list[_Event], base_ns: int) -> pd.DataFrame:
+    """Columns by list comprehension over the decoded structs, then numpy; args re-encoded
+    by msgspec (compact, only the kept keys) behind a per-category head."""
+    n = len(rows)
+    cats = [e.cat for e in rows]
+    names = [e.name for e in rows]
+    raw_args = [e.args or _Args() for e in rows]
+    device = np.fromiter((c in DEVICE_CATEGORIES for c in cats), dtype=bool, count=n)
+    ts_ns = base_ns + _us_array_to_ns([e.ts for e in rows])
+    dur_ns = np.maximum(_us_array_to_ns([e.dur for e in rows]), 0)
+    host_pid = _int_column([e.pid for e in rows], -1)
+    host_tid = _int_column([e.tid for e in rows], -1)
+    dev_id = np.where(device, _int_column([a.device for a in raw_args], -1), -1)
+    dev_id = np.where(dev_id >= 0, dev_id, np.maximum(host_pid, 0))
+    stream = _int_column([a.stream for a in raw_args], -2)
+    pid = np.where(device, gpu_pid(dev_id), host_pid)
+    tid = np.where(device, np.where(stream != -2, stream, host_tid), host_tid)
+    stages: list[str | None] = [_CAT_STAGE.get(c) for c in cats]
+    for a, c in zip(raw_args, cats):
+        a.cat = c
+    for i in np.flatnonzero(np.asarray(cats, dtype=object) == "gpu_memcpy"):
+        match = _MEMCPY.match(names[i])
+        if match:
+            direction, src, dst = match.groups()
+            raw_args[i].copy = direction
+            raw_args[i].memory = "pinned" if "Pinned" in (src, dst) else "pageable" if "Pageable" in (src, dst) \
+                else "device"
+            stages[i] = _MEMCPY_STAGE.get(direction, "inference")
+    args = pa.array(list(map(_ENCODE, raw_args)), pa.binary()).cast(pa.string())
+    return make_events(ts_ns=ts_ns, source=SOURCE, kind="span", name=names, dur_ns=dur_ns, pid=pid, tid=tid,
+                       stage=stages, args=args)
+
+
+_CAT_STAGE = {"kernel": "inference", "gpu_memset": "inference"}
+
+
+def _int_column(values: list, default: int) -> np.ndarray:
+    """int64 array of ``values``; anything not an int (None, a string pid such as "Spans") → default."""
+    try:
+        return np.array(values, dtype=np.int64)
+    except (TypeError, ValueError, OverflowError):
+        return np.array([v if type(v) is int else default for v in values], dtype=np.int64)
+
+
+def _ingest_generic(document: dict) -> KinetoTrace:
     base = int(document.get("baseTimeNanoseconds") or 0)
     process_names: dict[int, str] = {}
     thread_names: dict[tuple[int, int], str] = {}
     rows = []
     for event in document["traceEvents"]:
+        if not isinstance(event, dict):
+            continue
         phase = event.get("ph")
         if phase == "X":
             cat = event.get("cat")
@@ -82,7 +206,8 @@ def ingest_kineto(path: Path | str) -> KinetoTrace:
         elif phase == "M" and isinstance(event.get("pid"), int):
             _metadata(event, process_names, thread_names)
     events = _to_frame(rows, base)
-    return KinetoTrace(events, list(document.get("deviceProperties") or []), process_names, thread_names, base)
+    return KinetoTrace(events, list(document.get("deviceProperties") or []), process_names, thread_names, base,
+                       "generic")
 
 
 def _metadata(event: dict, processes: dict[int, str], threads: dict[tuple[int, int], str]) -> None:
@@ -96,9 +221,9 @@ def _metadata(event: dict, processes: dict[int, str], threads: dict[tuple[int, i
 
 
 def _to_frame(rows: list[dict], base_ns: int) -> pd.DataFrame:
-    """Columns built field by field (comprehensions, then numpy): the hot loop of ingest."""
-    cats = [e["cat"] for e in rows]
-    raw_args = [e.get("args") or {} for e in rows]
+    """The generic path: columns built field by field from plain dicts."""
+    cats = [str(e["cat"]) for e in rows]
+    raw_args = [e.get("args") if isinstance(e.get("args"), dict) else {} for e in rows]
     names = [str(e.get("name", "")) for e in rows]
     device = np.fromiter((c in DEVICE_CATEGORIES for c in cats), dtype=bool, count=len(rows))
     ts_ns = base_ns + _us_array_to_ns([e.get("ts", 0) for e in rows])
@@ -113,8 +238,8 @@ def _to_frame(rows: list[dict], base_ns: int) -> pd.DataFrame:
     stages: list[str | None] = [None] * len(rows)
     args = []
     for i, (cat, a) in enumerate(zip(cats, raw_args)):
-        kept = {k: a[k] for k in _ARG_KEYS if k in a}
-        kept["cat"] = cat
+        kept = {"cat": cat}
+        kept.update((k, a[k]) for k in _ARG_KEYS if k in a)
         if cat == "gpu_memcpy":
             match = _MEMCPY.match(names[i])
             if match:

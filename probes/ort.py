@@ -10,6 +10,7 @@ million events, is read up to its last whole event, with a warning.
 from __future__ import annotations
 
 import io
+from array import array
 import json
 import os
 from dataclasses import dataclass, field
@@ -203,7 +204,12 @@ def ingest_ort_profile(path: Path | str, start_ns: int | None = None) -> OrtProf
     warnings: list[str] = []
     start = start_ns if start_ns is not None else read_anchor(path)
     base = start or 0
-    ts, dur, pid, tid, names, stages, args = [], [], [], [], [], [], []
+    # Fixed-width arrays for the numbers and one shared object per distinct name and args
+    # text: a profile repeats the same nodes run after run, so 200k events hold a few
+    # hundred distinct strings, not 200k of each.
+    ts, dur, pid, tid = array("q"), array("q"), array("q"), array("q")
+    names, stages, args = [], [], []
+    interned: dict[str, str] = {}
     for event in iter_events(path, warnings):
         if event.get("ph") != "X" or "ts" not in event:
             continue
@@ -212,11 +218,13 @@ def ingest_ort_profile(path: Path | str, start_ns: int | None = None) -> OrtProf
         pid.append(int(event.get("pid", -1)))
         tid.append(int(event.get("tid", -1)))
         name, stage, kept = _describe(event)
-        names.append(name)
+        names.append(interned.setdefault(name, name))
         stages.append(stage)
-        args.append(orjson.dumps(kept).decode())
+        text = orjson.dumps(kept).decode()
+        args.append(interned.setdefault(text, text))
     if start is None:
         warnings.append(f"{path.name}: no profiling start time; events placed relative to zero")
-    frame = make_events(ts_ns=np.asarray(ts, dtype=np.int64), source=SOURCE, kind="span", name=names,
-                        dur_ns=np.asarray(dur, dtype=np.int64), pid=pid, tid=tid, stage=stages, args=args)
+    frame = make_events(ts_ns=np.frombuffer(ts, dtype=np.int64), source=SOURCE, kind="span", name=names,
+                        dur_ns=np.frombuffer(dur, dtype=np.int64), pid=np.frombuffer(pid, dtype=np.int64),
+                        tid=np.frombuffer(tid, dtype=np.int64), stage=stages, args=args)
     return OrtProfile(frame, start, warnings)

@@ -71,14 +71,14 @@ def atomic_write_parquet(frame: pd.DataFrame, path: Path) -> None:
     try:
         # Written in row groups of a quarter million rows, so the writer never buffers a whole
         # million-event table in compressed form on top of the frame itself.
-        table = pa.Table.from_pandas(frame, preserve_index=False)
-        # Dictionary pages only for the categorical columns: dictionary-encoding every int64
-        # column costs ~100 MB of hash tables on a million rows for no gain.
+        # Each row group is converted to Arrow on its own, so at most one group's Arrow copy
+        # (codes, converted columns) exists beside the frame.
         categorical = [c for c in frame.columns if isinstance(frame[c].dtype, pd.CategoricalDtype)]
-        with pq.ParquetWriter(tmp, table.schema, compression="zstd", use_dictionary=categorical) as writer:
-            for start in range(0, max(table.num_rows, 1), ROW_GROUP):
-                writer.write_table(table.slice(start, ROW_GROUP))
-        del table
+        schema = pa.Schema.from_pandas(frame.iloc[:0], preserve_index=False)
+        with pq.ParquetWriter(tmp, schema, compression="zstd", use_dictionary=categorical) as writer:
+            for start in range(0, max(len(frame), 1), ROW_GROUP):
+                writer.write_table(pa.Table.from_pandas(frame.iloc[start:start + ROW_GROUP], schema=schema,
+                                                        preserve_index=False))
         os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
     except BaseException:

@@ -88,8 +88,14 @@ def make_events(
         data["stage"] = pd.Categorical(_broadcast_obj(stage, n), categories=STAGES)
     data["request_id"] = _categorical(columns.get("request_id"), n)
     args = columns.get("args")
-    data["args"] = (pd.arrays.ArrowStringArray(pa.nulls(n, pa.large_string())) if args is None
-                    else pd.array(_broadcast_obj(args, n), dtype="string"))
+    if args is None:
+        data["args"] = pd.arrays.ArrowStringArray(pa.nulls(n, pa.large_string()))
+    elif isinstance(args, (pa.Array, pa.ChunkedArray)):  # already Arrow (JSON text): no Python strings
+        if len(args) != n:
+            raise SchemaError(f"column length {len(args)} != {n}")
+        data["args"] = pd.arrays.ArrowStringArray(args.cast(pa.large_string()))
+    else:
+        data["args"] = pd.array(_broadcast_obj(args, n), dtype="string")
     frame = pd.DataFrame(data, columns=list(COLUMNS), copy=False)  # no block consolidation copy
     if (frame["dur_ns"] < 0).any():
         raise SchemaError(f"{source}: negative span durations")
@@ -102,7 +108,9 @@ def empty_events() -> pd.DataFrame:
 
 def _broadcast(value: object, n: int, dtype: type) -> np.ndarray:
     if np.isscalar(value) or value is None:
-        return np.full(n, value, dtype=dtype)
+        # One element seen n times (read-only, zero stride): a constant column of a million
+        # spans costs 8 bytes until the merge writes it out.
+        return np.broadcast_to(np.asarray(np.nan if value is None else value, dtype=dtype), (n,))
     array = np.asarray(value, dtype=dtype)
     if len(array) != n:
         raise SchemaError(f"column length {len(array)} != {n}")
@@ -144,6 +152,12 @@ def merge_events(frames: Iterable[pd.DataFrame], consume: bool = False) -> pd.Da
     if len(frames) == 1 and _is_sorted(frames[0]["ts_ns"].to_numpy()):
         return frames[0].reset_index(drop=True)
     order = np.argsort(np.concatenate([f["ts_ns"].to_numpy() for f in frames]), kind="stable")
+    # rank[i]: where input row i lands. Each output column is allocated once and filled from
+    # the inputs in place, with no concatenated temporary.
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order] = np.arange(len(order), dtype=np.int64)
+    del order
+    bounds = np.cumsum([0] + [len(f) for f in frames])
     data: dict[str, object] = {}
     for col in COLUMNS:
         first = frames[0][col]
@@ -151,17 +165,40 @@ def merge_events(frames: Iterable[pd.DataFrame], consume: bool = False) -> pd.Da
             categories = pd.Index(np.concatenate([f[col].cat.categories.astype(object) for f in frames])).unique()
             if col in ("kind", "stage"):
                 categories = first.cat.categories  # fixed vocabularies
-            codes = np.concatenate([f[col].cat.set_categories(categories).cat.codes.to_numpy() for f in frames])
-            data[col] = pd.Categorical.from_codes(codes[order], categories=categories)
+            codes = np.empty(len(rank), dtype=np.int8 if len(categories) < 2**7 else np.int16
+                             if len(categories) < 2**15 else np.int32)
+            for i, f in enumerate(frames):
+                codes[rank[bounds[i]:bounds[i + 1]]] = f[col].cat.set_categories(categories).cat.codes.to_numpy()
+            data[col] = pd.Categorical.from_codes(codes, categories=categories)
         elif col == "args":
-            chunks = [pa.array(f[col].array, type=pa.large_string(), from_pandas=True) for f in frames]
-            data[col] = pd.arrays.ArrowStringArray(pa.concat_arrays(chunks).take(pa.array(order)))
+            data[col] = _merge_text(frames, rank, bounds)
         else:
-            data[col] = np.concatenate([f[col].to_numpy() for f in frames])[order]
+            out = np.empty(len(rank), dtype=first.dtype)
+            for i, f in enumerate(frames):
+                out[rank[bounds[i]:bounds[i + 1]]] = f[col].to_numpy()
+            data[col] = out
         if consume:
             for frame in frames:
                 del frame[col]
     return pd.DataFrame(data, columns=list(COLUMNS), copy=False)
+
+
+def _merge_text(frames: list[pd.DataFrame], rank: np.ndarray, bounds: np.ndarray) -> pd.arrays.ArrowStringArray:
+    """The args column merged: only inputs holding any text are gathered (stage spans carry
+    none), by one take whose indices are null for rows without text."""
+    chunks, offset = [], 0
+    index = np.full(len(rank), -1, dtype=np.int64)
+    for i, f in enumerate(frames):
+        values = pa.array(f["args"].array, type=pa.large_string(), from_pandas=True)
+        if values.null_count == len(values):
+            continue
+        index[rank[bounds[i]:bounds[i + 1]]] = np.arange(offset, offset + len(values))
+        chunks.append(values)
+        offset += len(values)
+    if not chunks:
+        return pd.arrays.ArrowStringArray(pa.nulls(len(rank), pa.large_string()))
+    source = chunks[0] if len(chunks) == 1 else pa.concat_arrays(chunks)
+    return pd.arrays.ArrowStringArray(source.take(pa.array(index, mask=index < 0)))
 
 
 def _is_sorted(values: np.ndarray) -> bool:

@@ -99,3 +99,15 @@ def test_names_and_ids_that_need_escaping_survive_export() -> None:
     spans = {e["name"]: e for e in trace["traceEvents"] if e["ph"] == "X"}
     assert spans[odd]["args"] == {"k": "v", "request_id": odd}
     assert spans["plain"]["args"] == {"request_id": "r-2"}
+
+
+def test_chunked_chrome_export_equals_one_chunk(monkeypatch) -> None:
+    """Big exports are rendered in chunks on two threads and written in order: same bytes as one chunk."""
+    from profiler.renderers import chrome
+
+    events = ingest_kineto(DATA / "alexnet_a100_pageable_sync.json.gz").events
+    whole = render_chrome_trace(events)
+    monkeypatch.setattr(chrome, "_CHUNK_ROWS", 7)
+    chunked = render_chrome_trace(events)
+    assert chunked == whole
+    assert len(json.loads(chunked)["traceEvents"]) > len(events)

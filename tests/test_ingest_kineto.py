@@ -70,3 +70,37 @@ def test_broken_trace_is_one_clear_error(tmp_path) -> None:
     other.write_text('{"hello": 1}')
     with pytest.raises(KinetoError, match="no traceEvents"):
         ingest_kineto(other)
+
+
+@pytest.mark.parametrize("name", ["a100_train_rank0", "v100_ns_resolution", "alexnet_a100_pageable_sync"])
+def test_typed_parse_matches_generic_parse(name: str) -> None:
+    """The fast typed decode is taken on real traces and yields exactly what the generic JSON path does."""
+    from probes.kineto import _ingest_generic, read_trace_json
+
+    path = DATA / f"{name}.json.gz"
+    fast = ingest_kineto(path)
+    slow = _ingest_generic(read_trace_json(path))
+    assert (fast.parser, slow.parser) == ("typed", "generic")
+    for column in fast.events.columns.drop("args"):
+        assert fast.events[column].equals(slow.events[column]), column
+    assert [json.loads(a) for a in fast.events["args"]] == [json.loads(a) for a in slow.events["args"]]
+    assert (fast.process_names, fast.thread_names) == (slow.process_names, slow.thread_names)
+
+
+def test_odd_shaped_trace_takes_the_generic_path(tmp_path) -> None:
+    """String timestamps (some exporters write them) do not fit the typed decode: same events via the fallback."""
+    trace = {"traceEvents": [
+        {"ph": "X", "cat": "cpu_op", "name": "aten::mm", "pid": 7, "tid": 8, "ts": "1000.5", "dur": 3,
+         "args": {"External id": 4}},
+        {"ph": "X", "cat": "kernel", "name": "gemm", "pid": 0, "tid": 7, "ts": 1002, "dur": 2,
+         "args": {"device": 0, "stream": 7, "correlation": 9}},
+        {"ph": "M", "name": "thread_name", "pid": 7, "tid": 8, "args": {"name": "main"}},
+    ], "baseTimeNanoseconds": 1_700_000_000_000_000_000}
+    path = tmp_path / "odd.json"
+    path.write_text(json.dumps(trace))
+    result = ingest_kineto(path)
+    assert result.parser == "generic" and result.thread_names == {(7, 8): "main"}
+    events = result.events
+    assert list(events["ts_ns"] - 1_700_000_000_000_000_000) == [1_000_500, 1_002_000]
+    assert list(events["pid"]) == [7, gpu_pid(0)] and list(events["tid"]) == [8, 7]
+    assert json.loads(events["args"].iloc[1]) == {"cat": "kernel", "device": 0, "stream": 7, "correlation": 9}

@@ -10,8 +10,10 @@ joined to the inference of its batch by a flow arrow.
 
 from __future__ import annotations
 
+import io
 import json
-from typing import Any
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, BinaryIO, Callable
 
 import numpy as np
 import orjson
@@ -26,29 +28,80 @@ _GPU_BASE = -100
 
 def render_chrome_trace(events: pd.DataFrame, stacks: StackTable | None = None,
                         process_names: dict[int, str] | None = None) -> bytes:
+    """The whole trace as bytes (tests, small sessions); see :func:`write_chrome_trace`."""
+    buffer = io.BytesIO()
+    write_chrome_trace(events, buffer, stacks, process_names)
+    return buffer.getvalue()
+
+
+def write_chrome_trace(events: pd.DataFrame, out: BinaryIO, stacks: StackTable | None = None,
+                       process_names: dict[int, str] | None = None) -> None:
+    """Stream the trace into ``out``: the span rows go straight from Arrow's buffer to the
+    file, so a million-row export never holds a second copy of its text."""
     if events.empty:
-        return json.dumps({"traceEvents": [], "displayTimeUnit": "ms"}).encode()
+        out.write(json.dumps({"traceEvents": [], "displayTimeUnit": "ms"}).encode())
+        return
     origin = int(events["ts_ns"].min())
     lanes: dict[tuple[str, int, int], int] = {}
-    parts: list[bytes] = []
-    out: list[dict[str, Any]] = []
+    small: list[dict[str, Any]] = []
     process_names = process_names or {}
+    out.write(b'{"traceEvents":[')
+    written = False
     kinds = events["kind"].unique()
     groups = [(kinds[0], events)] if len(kinds) == 1 else events.groupby("kind", observed=True, sort=False)
     for kind, group in groups:  # (one kind: no copy of a million rows into a group)
         if kind in ("span", "instant"):
-            parts.append(_spans(group, origin, lanes, instant=kind == "instant"))
+            written = _write_chunked(out, len(group), _spans(group, origin, lanes, instant=kind == "instant"),
+                                     written)
         elif kind == "counter":
-            out.extend(_counters(group, origin))
+            small.extend(_counters(group, origin))
         elif kind == "sample" and stacks is not None:
-            out.extend(_samples(group, origin, lanes, stacks))
-    out.extend(_flows(events, origin, lanes))
-    out.extend(_launch_flows(events, origin, lanes, first_id=len(out) + 1))
-    out.extend(_metadata(events, lanes, process_names))
-    if out:
-        parts.append(orjson.dumps(out)[1:-1])  # one call for the small events
+            small.extend(_samples(group, origin, lanes, stacks))
+    flows, n_flows = _flows(events, origin, lanes)
+    written = _write_rows(out, flows, written)
+    small.extend(_launch_flows(events, origin, lanes, first_id=n_flows + 1))
+    small.extend(_metadata(events, lanes, process_names))
+    if small:
+        out.write(b"," if written else b"")
+        out.write(orjson.dumps(small)[1:-1])  # one call for the small events
     other = orjson.dumps({"origin_epoch_ns": origin, "exporter": "prof"})
-    return b'{"traceEvents":[' + b",".join(p for p in parts if p) + b'],"displayTimeUnit":"ms","otherData":' + other + b"}"
+    out.write(b'],"displayTimeUnit":"ms","otherData":' + other + b"}")
+
+
+_CHUNK_ROWS = 1 << 17
+
+
+def _write_chunked(out: BinaryIO, n: int, render: Callable[[int, int], pa.Array], written: bool) -> bool:
+    """Render rows [0, n) in chunks on two threads, writing each chunk in order as it is ready."""
+    chunks = [(lo, min(lo + _CHUNK_ROWS, n)) for lo in range(0, n, _CHUNK_ROWS)]
+    if len(chunks) <= 1:
+        return _write_rows(out, render(0, n), written)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        pending = [pool.submit(render, lo, hi) for lo, hi in chunks[:2]]
+        for index in range(len(chunks)):
+            text = pending[index].result()
+            if index + 2 < len(chunks):  # at most two chunks ahead of the writer
+                pending.append(pool.submit(render, *chunks[index + 2]))
+            written = _write_rows(out, text, written)
+            pending[index] = None  # type: ignore[call-overload]  # free the chunk once written
+    return written
+
+
+def _write_rows(out: BinaryIO, text: pa.Array | None, written: bool) -> bool:
+    """Write rows that each end with a comma, back to back in the array's data buffer, from
+    the buffer itself (no copy); the last row's comma is dropped. Returns whether anything
+    has been written so far."""
+    if text is None or len(text) == 0:
+        return written
+    if isinstance(text, pa.ChunkedArray):
+        text = text.combine_chunks()
+    width = np.int64 if pa.types.is_large_string(text.type) else np.int32
+    offsets = np.frombuffer(text.buffers()[1], dtype=width, count=len(text) + 1,
+                            offset=text.offset * np.dtype(width).itemsize)
+    if written:
+        out.write(b",")
+    out.write(memoryview(text.buffers()[2])[int(offsets[0]):int(offsets[-1]) - 1])
+    return True
 
 
 def _lane(lanes: dict[tuple[str, int, int], int], source: str, pid: int, tid: int) -> int:
@@ -62,10 +115,13 @@ def _us(ns: np.ndarray | int, origin: int) -> Any:
     return (np.asarray(ns, dtype=np.int64) - origin) / 1000.0
 
 
-def _spans(group: pd.DataFrame, origin: int, lanes: dict, instant: bool = False) -> bytes:
+def _spans(group: pd.DataFrame, origin: int, lanes: dict, instant: bool = False) -> Callable[[int, int], pa.Array]:
     """Span rows as JSON text, assembled column-wise by Arrow string kernels: the export's hot
-    path (a million rows)."""
-    sources = group["source"].astype(str).to_numpy()
+    path (a million rows). Lanes are decided here for all rows; the text of rows [lo, hi) is
+    made by the returned function, so chunks can be made on two threads (Arrow kernels run
+    without the GIL) and written as they come."""
+    source_codes = group["source"].cat.codes.to_numpy()
+    source_names = group["source"].cat.categories.astype(str)
     pids = group["pid"].to_numpy()
     tids = group["tid"].to_numpy()
     starts, durs = group["ts_ns"].to_numpy(), group["dur_ns"].to_numpy()
@@ -73,20 +129,28 @@ def _spans(group: pd.DataFrame, origin: int, lanes: dict, instant: bool = False)
     sublane = _pack_sublanes(lane_of_row, starts, durs)
     codes, _ = pd.factorize(lane_of_row * 1024 + np.minimum(sublane, 1023))
     first = pd.Series(np.arange(len(codes))).groupby(codes).first().to_numpy()
-    lane_ids = np.asarray([_lane(lanes, sources[i] if sublane[i] == 0 else f"{sources[i]} +{sublane[i]}",
+    lane_ids = np.asarray([_lane(lanes, _sublane_name(source_names[source_codes[i]], sublane[i]),
                                  int(pids[i]), int(tids[i])) for i in first], dtype=np.int64)[codes]
     head = '{"ph":"i","s":"t","name":' if instant else '{"ph":"X","name":'
-    text = pc.binary_join_element_wise(
-        head, pc.fill_null(_json_labels(group["name"]), '""'), ',"cat":', pc.fill_null(_json_labels(group["source"]), '""'),
-        ',"pid":', _str(pids),
-        ',"tid":', _str(lane_ids), ',"ts":', _str((starts - origin) / 1000.0), ',"dur":', _str(durs / 1000.0),
-        ',"args":', _span_args(group), "},", "")
-    # Every row ends with a comma; the rows sit back to back in the array's data buffer.
-    if isinstance(text, pa.ChunkedArray):
-        text = text.combine_chunks()
-    text = text.cast(pa.large_string())
-    offsets = np.frombuffer(text.buffers()[1], dtype=np.int64, count=len(text) + 1, offset=text.offset * 8)
-    return text.buffers()[2].to_pybytes()[offsets[0]:offsets[-1] - 1]
+    names = pc.fill_null(_json_labels(group["name"]), '""')
+    cats = pc.fill_null(_json_labels(group["source"]), '""')
+    base_args = pa.array(group["args"].array, type=pa.string(), from_pandas=True)
+    requests = _json_labels(group["request_id"])
+    batch_ids = group["batch_id"].to_numpy()
+    ts_us, dur_us = (starts - origin) / 1000.0, durs / 1000.0
+
+    def render(lo: int, hi: int) -> pa.Array:
+        return pc.binary_join_element_wise(
+            head, names.slice(lo, hi - lo), ',"cat":', cats.slice(lo, hi - lo), ',"pid":', _str(pids[lo:hi]),
+            ',"tid":', _str(lane_ids[lo:hi]), ',"ts":', _str(ts_us[lo:hi]), ',"dur":', _str(dur_us[lo:hi]),
+            ',"args":', _span_args(base_args.slice(lo, hi - lo), requests.slice(lo, hi - lo), batch_ids[lo:hi]),
+            "},", "")
+
+    return render
+
+
+def _sublane_name(source: str, sublane: int) -> str:
+    return source if sublane == 0 else f"{source} +{sublane}"
 
 
 def _str(values: np.ndarray) -> pa.Array:
@@ -104,11 +168,9 @@ def _json_labels(column: pd.Series) -> pa.Array:
     return pc.take(encoded, codes)  # missing (code -1) stays null
 
 
-def _span_args(group: pd.DataFrame) -> pa.Array:
+def _span_args(base: pa.Array, requests: pa.Array, batch_ids: np.ndarray) -> pa.Array:
     """The stored args JSON plus request and batch ids, spliced as text (no per-row parse)."""
-    base = pa.array(group["args"].array, type=pa.string(), from_pandas=True)
-    request = pc.binary_join_element_wise('"request_id":', _json_labels(group["request_id"]), "")
-    batch_ids = group["batch_id"].to_numpy()
+    request = pc.binary_join_element_wise('"request_id":', requests, "")
     batch = pc.binary_join_element_wise('"batch_id":', pa.array(batch_ids, mask=batch_ids < 0).cast(pa.string()), "")
     # (null_handling="skip" returned an empty array when every input was null: join by hand)
     request, batch = pc.fill_null(request, ""), pc.fill_null(batch, "")
@@ -191,22 +253,39 @@ def _frame_slice(frame: tuple[str, str, int], start: int, end: int, origin: int,
             "dur": (end - start) / 1000.0, "args": {"file": frame[1], "line": frame[2]}}
 
 
-def _flows(events: pd.DataFrame, origin: int, lanes: dict) -> list[dict]:
-    """request queue span -> its batch's inference span."""
+def _batch_flow_frame(events: pd.DataFrame) -> pd.DataFrame:
+    """Each request's queue span joined to its batch's inference span."""
     spans = events[(events["source"] == "stages") & (events["kind"] == "span") & (events["batch_id"] >= 0)]
-    queue = spans[spans["stage"] == "queue"]
+    queue = spans[spans["stage"] == "queue"][["batch_id", "ts_ns", "dur_ns", "pid", "tid"]]
     inference = spans[(spans["stage"] == "inference") & spans["request_id"].isna()]
     inference = inference.drop_duplicates("batch_id")[["batch_id", "ts_ns", "pid", "tid"]]
-    joined = queue.merge(inference, on="batch_id", suffixes=("", "_batch"), how="inner")
-    out = []
-    columns = (joined["ts_ns"] + np.maximum(joined["dur_ns"] - 1, 0), joined["pid"], joined["tid"],
-               joined["ts_ns_batch"], joined["pid_batch"], joined["tid_batch"])
-    for flow_id, (start, pid, tid, end, bpid, btid) in enumerate(zip(*(c.tolist() for c in columns)), start=1):
-        out.append({"ph": "s", "id": flow_id, "name": "batch", "cat": "flow", "pid": pid,
-                    "tid": _lane(lanes, "stages", pid, tid), "ts": (start - origin) / 1000.0})
-        out.append({"ph": "f", "bp": "e", "id": flow_id, "name": "batch", "cat": "flow", "pid": bpid,
-                    "tid": _lane(lanes, "stages", bpid, btid), "ts": (end - origin) / 1000.0})
-    return out
+    return queue.merge(inference, on="batch_id", suffixes=("", "_batch"), how="inner")
+
+
+def _flows(events: pd.DataFrame, origin: int, lanes: dict) -> tuple[pa.Array | None, int]:
+    """request queue span -> its batch's inference span, as JSON text rows (Arrow kernels:
+    one flow pair per request, so as many rows as requests); and how many flows."""
+    joined = _batch_flow_frame(events)
+    if joined.empty:
+        return None, 0
+    ids = np.arange(1, len(joined) + 1)
+    start = joined["ts_ns"].to_numpy() + np.maximum(joined["dur_ns"].to_numpy() - 1, 0)
+    pid, tid = joined["pid"].to_numpy(), joined["tid"].to_numpy()
+    bpid, btid = joined["pid_batch"].to_numpy(), joined["tid_batch"].to_numpy()
+    lane = _lane_column(lanes, "stages", pid, tid)
+    blane = _lane_column(lanes, "stages", bpid, btid)
+    text = pc.binary_join_element_wise(
+        '{"ph":"s","id":', _str(ids), ',"name":"batch","cat":"flow","pid":', _str(pid), ',"tid":', _str(lane),
+        ',"ts":', _str((start - origin) / 1000.0), '},{"ph":"f","bp":"e","id":', _str(ids),
+        ',"name":"batch","cat":"flow","pid":', _str(bpid), ',"tid":', _str(blane),
+        ',"ts":', _str((joined["ts_ns_batch"].to_numpy() - origin) / 1000.0), "},", "")
+    return text, len(joined)
+
+
+def _lane_column(lanes: dict, source: str, pids: np.ndarray, tids: np.ndarray) -> np.ndarray:
+    pairs, codes = np.unique(np.stack([pids, tids], axis=1), axis=0, return_inverse=True)
+    ids = np.asarray([_lane(lanes, source, int(p), int(t)) for p, t in pairs], dtype=np.int64)
+    return ids[codes.reshape(-1)]
 
 
 _LAUNCH_CATS = ("cuda_runtime", "cuda_driver")

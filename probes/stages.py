@@ -90,6 +90,37 @@ class NullRecorder:
         return None
 
 
+class SpanSwitch:
+    """A sink whose target can be swapped while the server runs (``prof attach`` turns spans
+    on for a window through the agent). ``record`` *is* the target's bound method, rebound
+    on each switch, so the switch adds no call of its own to the hot path."""
+
+    def __init__(self, target: SpanRecorder | NullRecorder | None = None) -> None:
+        self.target: SpanRecorder | NullRecorder = NullRecorder()
+        self.set(target or NullRecorder())
+
+    @property
+    def enabled(self) -> bool:
+        return self.target.enabled
+
+    def set(self, target: SpanRecorder | NullRecorder) -> SpanRecorder | NullRecorder:
+        """Route spans to ``target``; return the previous target (flush it if you want its spans)."""
+        previous, self.target = self.target, target
+        self.record = target.record  # type: ignore[method-assign]
+        return previous
+
+    def record(
+        self, stage: Stage, start_ns: int, end_ns: int, request: str | None = None, batch: int = NO_ID
+    ) -> None:  # replaced per instance by the target's method
+        self.target.record(stage, start_ns, end_ns, request, batch)
+
+    def flush(self) -> Path | None:
+        return self.target.flush()
+
+    def close(self) -> None:
+        self.target.close()
+
+
 class SpanRecorder:
     """Preallocated span buffer that spills to numbered ``.npz`` files in ``out_dir``.
 

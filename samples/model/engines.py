@@ -11,10 +11,11 @@ ONNX Runtime's ``session.get_providers()`` tells which execution providers loade
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Callable, Literal, Protocol
 
 import numpy as np
 
@@ -74,10 +75,31 @@ class OrtEngine:
     source: dict = field(default_factory=dict)
     name: str = "ort"
     profiling: bool = False
+    # Builds a second session of the same model with profiling into a directory: how
+    # profiling is switched on for a window (ORT decides profiling at session creation).
+    profiled_session: Callable[[Path], Any] | None = None
 
     def __post_init__(self) -> None:
         self._input = self.session.get_inputs()[0].name
         self._output = self.session.get_outputs()[0].name
+        self._serving_session: Any = None  # the session to go back to after a window
+
+    def start_profiling(self, out_dir: Path) -> bool:
+        """Serve from a freshly built profiling session until :meth:`stop_profiling`. Call it
+        from the inference thread. False if profiling is on already or cannot be built."""
+        if self.profiling or self.profiled_session is None:
+            return False
+        session = self.profiled_session(out_dir)
+        self._serving_session, self.session = self.session, session
+        self.profiling = True
+        return True
+
+    def stop_profiling(self) -> list[Path]:
+        """End a profiling window (or profiling from start-up): write the profile, serve on."""
+        paths = self.close()
+        if self._serving_session is not None:
+            self.session, self._serving_session = self._serving_session, None
+        return paths
 
     def stage_input(self, batch: np.ndarray) -> Any:
         if self.device == "cuda":
@@ -132,6 +154,7 @@ class TorchEngine:
         self._torch = torch
         self._staging: Any = None
         self._profiler: Any = None
+        self._windows = 0
 
     def _start_profiler(self) -> None:
         # torch.profiler sees the CPU ops of the thread that starts it: start it on the
@@ -196,9 +219,25 @@ class TorchEngine:
         profiler, self._profiler = self._profiler, None
         profiler.__exit__(None, None, None)
         self.profile_dir.mkdir(parents=True, exist_ok=True)
-        path = self.profile_dir / f"torch-{os.getpid()}.json"
+        self._windows += 1
+        suffix = "" if self._windows == 1 else f"-{self._windows}"
+        path = self.profile_dir / f"torch-{os.getpid()}{suffix}.json"
         profiler.export_chrome_trace(str(path))
         return [path]
+
+    def start_profiling(self, out_dir: Path) -> bool:
+        """Profile from the next inference call on (torch.profiler starts on the inference
+        thread). False if profiling is on already."""
+        if self.profile_dir is not None:
+            return False
+        self.profile_dir = Path(out_dir)
+        return True
+
+    def stop_profiling(self) -> list[Path]:
+        """End the window from the inference thread: write the trace, serve unprofiled."""
+        paths = self.close()
+        self.profile_dir = None
+        return paths
 
 
 def cpu_threads(requested: int) -> int:
@@ -264,13 +303,22 @@ def _load_ort(settings: EngineSettings) -> OrtEngine:
         size = _static_input_size(session) or settings.input_size
         contract = preprocess.PreprocessContract.for_input_size(size)
         return OrtEngine(session, settings.device, size, contract, {"model": str(path), "precision": "user"},
-                         profiling=settings.profile_dir is not None)
+                         profiling=settings.profile_dir is not None,
+                         profiled_session=_profiled_ort_session(path, settings))
     artifact = _artifact(settings, settings.precision)
     session = ort_session(artifact.onnx_path, settings)
     source = {"model": str(artifact.directory), "precision": artifact.precision,
               "opt_level": settings.ort_opt_level, "intra_op_threads": cpu_threads(settings.intra_op_threads)}
     return OrtEngine(session, settings.device, settings.input_size, artifact.contract, source,
-                     profiling=settings.profile_dir is not None)
+                     profiling=settings.profile_dir is not None,
+                     profiled_session=_profiled_ort_session(artifact.onnx_path, settings))
+
+
+def _profiled_ort_session(path: Path, settings: EngineSettings) -> Callable[[Path], Any]:
+    def build(out_dir: Path) -> Any:
+        return ort_session(path, dataclasses.replace(settings, profile_dir=Path(out_dir)))
+
+    return build
 
 
 def _load_torch(settings: EngineSettings) -> TorchEngine:

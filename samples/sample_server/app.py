@@ -14,6 +14,7 @@ import logging
 import os
 import sys
 import time
+from pathlib import Path
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ from dataclasses import dataclass, field
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
-from probes.stages import NO_ID, NullRecorder, SpanRecorder, SpanSink, Stage, recorder_from_env
+from probes.stages import NO_ID, NullRecorder, SpanRecorder, SpanSink, SpanSwitch, Stage, recorder_from_env
 from samples import preprocess
 from samples.model import engines
 from samples.model.artifacts import ArtifactError
@@ -66,7 +67,8 @@ class ClassifierService:
 
     def __init__(self, config: ServerConfig, spans: SpanSink | None = None) -> None:
         self.config = config
-        self.spans = spans if spans is not None else _make_recorder(config)
+        # A switch, so the agent can turn spans on and off while serving.
+        self.spans = SpanSwitch(spans if spans is not None else _make_recorder(config))
         self.metrics = ServerMetrics()
         self.cache = caches.make_cache(config.cache, config.cache_size)
         self.cpu_pool = ThreadPoolExecutor(max_workers=config.cpu_threads, thread_name_prefix="preprocess")
@@ -155,6 +157,46 @@ class ClassifierService:
             self.spans.record(stage, start, end, trace.request_id, batch_id)
 
 
+class AgentHooks:
+    """What ``prof attach`` may switch in this server through the agent: stage spans into
+    ``<out_dir>/stages`` and framework profiling (ORT or torch.profiler) into
+    ``<out_dir>/ort`` or ``<out_dir>/torch``, for one window at a time."""
+
+    capabilities = ("stages", "framework")
+
+    def __init__(self, service: ClassifierService) -> None:
+        self.service = service
+        self._spans_before: SpanSink | None = None
+        self._framework = False
+
+    def start(self, out_dir: Path, probes: set[str]) -> list[str]:
+        started = []
+        if "stages" in probes and not self.service.spans.enabled:
+            self._spans_before = self.service.spans.set(SpanRecorder(out_dir / "stages"))
+            started.append("stages")
+        engine, runner = self.service.engine, self.service.runner
+        if "framework" in probes and engine is not None and runner is not None:
+            sub = "ort" if engine.name == "ort" else "torch"
+            if runner.call_on_inference_thread(lambda: engine.start_profiling(out_dir / sub)):
+                self._framework = True
+                started.append("framework")
+        return started
+
+    def stop(self) -> list[str]:
+        files: list[str] = []
+        if self._spans_before is not None:
+            recorder = self.service.spans.set(self._spans_before)  # type: ignore[arg-type]
+            self._spans_before = None
+            if isinstance(recorder, SpanRecorder):
+                recorder.flush()
+                files.extend(str(p) for p in sorted(recorder.out_dir.glob("spans-*.npz")))
+        engine, runner = self.service.engine, self.service.runner
+        if self._framework and engine is not None and runner is not None:
+            self._framework = False
+            files.extend(str(p) for p in runner.call_on_inference_thread(engine.stop_profiling))
+        return files
+
+
 def _make_recorder(config: ServerConfig) -> SpanRecorder | NullRecorder:
     if config.spans_dir:
         return SpanRecorder(config.spans_dir)
@@ -232,6 +274,18 @@ async def _classify_steps(
     return Response(body_out, media_type=content_type, headers=headers), batch_id
 
 
+def _install_agent(service: ClassifierService):
+    from probes import agent
+
+    try:
+        installed = agent.install(AgentHooks(service))
+    except (agent.AgentError, OSError) as exc:
+        log.warning("prof agent off: %s", exc)
+        return None
+    log.info("prof agent listening on %s", installed.path)
+    return installed
+
+
 def create_app(config: ServerConfig | None = None, spans: SpanSink | None = None) -> FastAPI:
     config = config or ServerConfig.from_json(os.environ.get(ENV_CONFIG, "{}"))
     service = ClassifierService(config, spans)
@@ -246,9 +300,14 @@ def create_app(config: ServerConfig | None = None, spans: SpanSink | None = None
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         await service.start()
+        agent = _install_agent(service) if config.agent else None
         try:
             yield
         finally:
+            if agent is not None:
+                from probes.agent import uninstall
+
+                uninstall()
             await service.stop()
 
     app = FastAPI(title="prof sample classifier", lifespan=lifespan)

@@ -45,6 +45,7 @@ class ServerConfig:
     top_k: int = 5
     spans_dir: str | None = None
     framework_profile_dir: str | None = None
+    agent: bool = True
     access_log: bool = False
     log_level: str = "info"
 
@@ -126,6 +127,8 @@ _OPTIONS: tuple[tuple[str, Callable[[str], Any], tuple[str, ...] | None, str], .
     ("top-k", _positive(int), None, "labels returned per image (default 5)"),
     ("spans-dir", str, None, "record stage spans into this directory (profiling on)"),
     ("framework-profile-dir", str, None, "ORT profiling (ort) or torch.profiler (torch backends) into this directory"),
+    ("agent", _bool, None, "open the prof agent's Unix socket, so `prof attach` can switch stage spans and "
+     "framework profiling on for a window (default on)"),
     ("access-log", _bool, None, "uvicorn access log (default off)"),
     ("log-level", str, ("critical", "error", "warning", "info", "debug"), "log level (default info)"),
 )

@@ -68,6 +68,10 @@ class _BatchExecutor:
     async def on_inference_thread(self, fn):
         return await asyncio.get_running_loop().run_in_executor(self.pool, fn)
 
+    def call_on_inference_thread(self, fn, timeout_s: float = 120.0):
+        """The same from a thread outside the event loop (the agent's), blocking."""
+        return self.pool.submit(fn).result(timeout_s)
+
 
 class DirectRunner:
     """Batching off: each request is its own batch, run in arrival order."""
@@ -86,6 +90,9 @@ class DirectRunner:
 
     async def on_inference_thread(self, fn):
         return await self._exec.on_inference_thread(fn)
+
+    def call_on_inference_thread(self, fn, timeout_s: float = 120.0):
+        return self._exec.call_on_inference_thread(fn, timeout_s)
 
     async def stop(self) -> None:
         self._exec.shutdown()
@@ -152,6 +159,9 @@ class DynamicBatcher:
 
     async def on_inference_thread(self, fn):
         return await self._exec.on_inference_thread(fn)
+
+    def call_on_inference_thread(self, fn, timeout_s: float = 120.0):
+        return self._exec.call_on_inference_thread(fn, timeout_s)
 
     async def stop(self) -> None:
         if self._task is not None:

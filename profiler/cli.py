@@ -43,7 +43,35 @@ def _import(argv: list[str]) -> int:
     return main(argv)
 
 
+def _attach(argv: list[str]) -> int:
+    from profiler.cli_attach import main
+
+    return main(argv)
+
+
+def _run(argv: list[str]) -> int:
+    from profiler.cli_run import main
+
+    return main(argv)
+
+
+def _export(argv: list[str]) -> int:
+    from profiler.cli_export import main
+
+    return main(argv)
+
+
+def _diff(argv: list[str]) -> int:
+    from profiler.cli_export import diff_main
+
+    return diff_main(argv)
+
+
 COMMANDS: tuple[Command, ...] = (
+    Command("run", "start the sample server (or your command), drive load, profile every layer, summarize", _run),
+    Command("attach", "profile a running Python server by pid (py-spy, psutil, NVML, the prof agent)", _attach),
+    Command("export", "write a session as Chrome trace (Perfetto), speedscope or Parquet", _export),
+    Command("diff", "compare two sessions stage by stage and hotspot by hotspot", _diff),
     Command("serve", "start the reference classification server (FastAPI + uvicorn, 127.0.0.1)", _serve),
     Command("load", "drive HTTP load at a server (or at a sample server it starts) and report latency", _load),
     Command("import", "build a session from ORT, PyTorch profiler or py-spy trace files you already have", _import),

@@ -13,7 +13,7 @@ from typing import Callable
 import pandas as pd
 import pyarrow as pa
 
-from probes import kineto, nvml, ort, proc, pyspy, scalene, stages
+from probes import kineto, loadgen, nvml, ort, proc, pyspy, scalene, stages
 from profiler.session import Session, safe_child
 from profiler.timeline import StackTable, make_events, merge_events
 
@@ -77,6 +77,11 @@ def _ingest_nvml(directory: Path, stacks: StackTable) -> IngestResult:
 
 
 # JSON-parsing ingesters first: their transient memory is then spent while little else is held.
+def _ingest_loadgen(directory: Path, stacks: StackTable) -> IngestResult:
+    frame = loadgen.ingest_directory(directory)
+    return IngestResult([] if frame is None else [frame])
+
+
 INGESTERS: dict[str, Callable[[Path, StackTable], IngestResult]] = {
     "ort": _ingest_ort,
     "torch": _ingest_torch,
@@ -85,6 +90,7 @@ INGESTERS: dict[str, Callable[[Path, StackTable], IngestResult]] = {
     "proc": _ingest_proc,
     "nvml": _ingest_nvml,
     "scalene": _ingest_scalene,
+    "loadgen": _ingest_loadgen,
 }
 
 

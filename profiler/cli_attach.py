@@ -1,0 +1,131 @@
+"""``prof attach PID``: profile a running Python process prof did not start."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+EXAMPLES = """examples:
+  prof attach 4242                         20 s of py-spy, psutil (and NVML on a GPU host)
+  prof attach 4242 --duration 60 --pyspy-rate 50 --out prof-out/api
+  prof attach 4242 --probes all            also ORT/torch profiling, if the target runs the prof agent
+  Ctrl-C ends the window early; everything collected so far is kept.
+
+The target needs no changes. If it runs the prof agent (the sample server does; elsewhere
+'import probes.agent; probes.agent.install()'), stage spans (and framework profiling with
+--probes all) are switched on inside it for the window.
+"""
+
+
+def build_parser(prog: str = "prof attach") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description="Profile a running Python server: py-spy timed "
+                                     "samples and thread dumps, psutil counters of it and its children, NVML "
+                                     "per-process figures, and its own probes through the prof agent.",
+                                     epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("pid", type=int, help="process id of the running Python program")
+    add_collect_arguments(parser)
+    return parser
+
+
+def add_collect_arguments(parser: argparse.ArgumentParser, duration_default: float = 20.0) -> None:
+    parser.add_argument("--duration", "-d", type=float, default=duration_default,
+                        help=f"seconds to collect (default {duration_default:g})")
+    parser.add_argument("--probes", default="default",
+                        help="default, all, none, or a comma list of pyspy,proc,nvml,stages,framework "
+                        "('-pyspy' drops one from the default set)")
+    parser.add_argument("--pyspy-rate", type=int, default=None,
+                        help="py-spy samples per second (default 20: ~1%% cost on 2 cores; 100 costs ~20%%)")
+    parser.add_argument("--gil", action="store_true", help="py-spy: only samples of the thread holding the GIL")
+    parser.add_argument("--native", action="store_true", help="py-spy: include native (C/C++) frames")
+    parser.add_argument("--blocking", action="store_true",
+                        help="py-spy pauses the target while it reads each sample (exact, costs more)")
+    parser.add_argument("--out", type=Path, help="session directory (default prof-out/<command>-<time>)")
+    parser.add_argument("--quiet", action="store_true", help="no progress display")
+
+
+def pyspy_options(args: argparse.Namespace, subprocesses: bool):
+    from probes.pyspy import PySpyOptions
+    from profiler.collect import DEFAULT_PYSPY_RATE
+
+    rate = args.pyspy_rate or DEFAULT_PYSPY_RATE
+    if rate <= 0 or rate > 10_000:
+        raise ValueError(f"--pyspy-rate {rate}: choose 1..10000 samples per second")
+    return PySpyOptions(rate=rate, gil=args.gil, native=args.native, subprocesses=subprocesses,
+                        nonblocking=not args.blocking)
+
+
+def main(argv: list[str], prog: str = "prof attach") -> int:
+    args = build_parser(prog).parse_args(argv)
+    errors = Console(stderr=True)
+    console = Console()
+    from profiler import collect
+    from profiler.session import Session, SessionError
+
+    try:
+        probes = collect.parse_probes(args.probes)
+        if args.duration <= 0:
+            raise ValueError("--duration must be positive")
+        target = collect.check_target(args.pid)
+        options = pyspy_options(args, subprocesses=bool(target.children()))
+        if "pyspy" in probes:
+            collect.wait_until_python(args.pid, timeout_s=5.0)
+        out = args.out or collect.default_out("attach")
+        session = Session.create(out, command=["prof", "attach", *argv], targets=[args.pid])
+    except (ValueError, collect.CollectError, SessionError) as exc:
+        errors.print(f"prof attach: {exc}", highlight=False, markup=False)
+        return 2
+    session.meta["target"] = _describe(target)
+    collector = collect.Collector(session, args.pid, probes, options)
+    undo = collect.raise_on_sigterm()
+    outcome = "done"
+    try:
+        collector.start()
+        outcome = _collect(collector, args.duration, console, args.quiet)
+    except KeyboardInterrupt:
+        outcome = "interrupted"
+    finally:
+        collector.stop()
+        undo()
+    return finish(session, outcome, console)
+
+
+def _collect(collector, duration: float, console: Console, quiet: bool) -> str:
+    from profiler import collect
+
+    on = [p for p, info in collector.session.meta["probes"].items() if info.get("status") == "on"]
+    with Progress(TextColumn("[bold]collecting[/bold] {task.description}"), BarColumn(), TimeElapsedColumn(),
+                  console=console, disable=quiet, transient=True) as progress:
+        task = progress.add_task(f"pid {collector.pid} · {', '.join(on) or 'nothing'}", total=duration)
+        return collect.wait_window(collector, duration, lambda t: progress.update(task, completed=t))
+
+
+def finish(session, outcome: str, console: Console) -> int:
+    """Merge what was collected, print the summary; exit code 130 when interrupted."""
+    from profiler.ingest import build_timeline
+    from profiler.summary import print_summary, summarize
+
+    if outcome == "target-exited":
+        session.add_note("the target exited during collection; the session holds what was collected until then")
+    elif outcome == "interrupted":
+        session.add_note("collection interrupted (Ctrl-C or SIGTERM); the session holds what was collected")
+    session.meta["outcome"] = outcome
+    session.save_meta()
+    with console.status("merging the timeline"):
+        build_timeline(session)
+    print_summary(summarize(session), console, session.path)
+    return 130 if outcome == "interrupted" else 0
+
+
+def _describe(process) -> dict:
+    try:
+        return {"pid": process.pid, "name": process.name(), "cmdline": process.cmdline()[:20]}
+    except Exception:  # psutil errors on a process that just exited: the pid is enough
+        return {"pid": process.pid}
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

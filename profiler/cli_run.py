@@ -1,0 +1,296 @@
+"""``prof run sample_server [knobs]`` and ``prof run [options] -- COMMAND...``: start the
+target with every probe on, drive load, stop everything, merge, summarize."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import urlparse
+
+from rich.console import Console
+
+EXAMPLES = """examples:
+  prof run sample_server                               20 s, 8 clients, default probes
+  prof run sample_server --max-batch 8 --concurrency 16 --duration 30
+  prof run sample_server --backend torch-eager --probes all      adds torch.profiler
+  prof run sample_server --rate 40 --duplicates 0.3 --payload msgpack --image-sizes 224,1280x720
+  prof run --url http://127.0.0.1:9000/predict -- python my_server.py --port 9000
+  prof run --duration 30 -- python batch_job.py        no load: profile the command for 30 s
+
+Server knobs (--backend, --max-batch, --cache ...) are those of 'prof serve --help'; the
+load options those of 'prof load --help'. Ctrl-C stops everything and keeps the session.
+"""
+
+
+def build_parser(prog: str = "prof run") -> argparse.ArgumentParser:
+    from profiler.cli_attach import add_collect_arguments
+    from samples.loadgen.workload import PAYLOADS
+    from samples.sample_server.config import add_server_arguments
+
+    parser = argparse.ArgumentParser(
+        prog=prog, usage=f"{prog} sample_server [knobs] [options] | {prog} [options] -- COMMAND...",
+        description="Start the reference server (or your command) with every probe on, drive load at it, "
+        "collect, merge into one timeline, and print a summary.",
+        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("target", nargs="?", choices=["sample_server"], help="what to run (or a command after --)")
+    add_collect_arguments(parser)
+    load = parser.add_argument_group("load (as 'prof load')")
+    loop = load.add_mutually_exclusive_group()
+    loop.add_argument("--concurrency", "-c", type=int, default=8, help="closed loop: clients in flight (default 8)")
+    loop.add_argument("--rate", "-r", type=float, help="open loop: Poisson arrivals per second")
+    load.add_argument("--warmup", type=float, default=3.0, help="seconds of unmeasured warm-up (default 3)")
+    load.add_argument("--payload", choices=PAYLOADS, default="raw", help="request body format (default raw)")
+    load.add_argument("--accept", choices=("json", "msgpack"), default="json", help="response format")
+    load.add_argument("--image-sizes", default="640x480", help="comma list of WxH or N (default 640x480)")
+    load.add_argument("--formats", default="jpeg", help="comma list of jpeg,png,webp (default jpeg)")
+    load.add_argument("--duplicates", type=float, default=0.0, help="fraction of exact repeats, 0..1")
+    load.add_argument("--seed", type=int, default=0, help="image mix seed (default 0)")
+    load.add_argument("--timeout", type=float, default=30.0, help="per-request timeout in seconds (default 30)")
+    load.add_argument("--url", help="with a COMMAND: the classify endpoint to drive load at (none: no load)")
+    add_server_arguments(parser)
+    return parser
+
+
+def main(argv: list[str], prog: str = "prof run") -> int:
+    command: list[str] = []
+    if "--" in argv:
+        cut = argv.index("--")
+        argv, command = argv[:cut], argv[cut + 1:]
+    parser = build_parser(prog)
+    args = parser.parse_args(argv)
+    errors = Console(stderr=True)
+    if bool(command) == bool(args.target):
+        parser.error("give either 'sample_server' or a command after --")
+    from profiler import collect
+    from profiler.session import Session, SessionError
+
+    try:
+        probes = collect.parse_probes(args.probes)
+        if args.duration <= 0:
+            raise ValueError("--duration must be positive")
+        knobs, config = _server_knobs(args) if args.target else ([], None)
+        mix = _mix(args)
+        out = args.out or collect.default_out("run")
+        session = Session.create(out, command=["prof", "run", *argv, *(["--", *command] if command else [])])
+    except (ValueError, SessionError) as exc:
+        errors.print(f"prof run: {exc}", highlight=False, markup=False)
+        return 2
+    console = Console()
+    runner = _SampleServerRun(session, args, probes, knobs, config, mix) if args.target else \
+        _CommandRun(session, args, probes, command, mix)
+    return runner.run(console, errors)
+
+
+def _server_knobs(args: argparse.Namespace) -> tuple[list[str], object]:
+    from samples.sample_server.config import _OPTIONS, config_from_args
+
+    config = config_from_args(args)  # validates knobs and PROF_* env before anything starts
+    knobs: list[str] = []
+    for flag, *_ in _OPTIONS:
+        value = getattr(args, flag.replace("-", "_"), None)
+        if value is None or flag in ("spans-dir", "framework-profile-dir", "host", "port"):
+            continue
+        knobs += [f"--{flag}", ("1" if value else "0") if isinstance(value, bool) else str(value)]
+    return knobs, config
+
+
+def _mix(args: argparse.Namespace):
+    from samples.loadgen.__main__ import mix_from_args
+
+    if not 0.0 <= args.duplicates <= 1.0:
+        raise ValueError("--duplicates is a fraction between 0 and 1")
+    return mix_from_args(args)
+
+
+class _Run:
+    def __init__(self, session, args, probes, mix) -> None:
+        self.session, self.args, self.probes, self.mix = session, args, probes, mix
+        self.collector = None
+
+    def drive_load(self, url: str, console: Console) -> None:
+        from samples.loadgen.__main__ import _run_with_progress
+        from samples.loadgen.runner import LoadRunner, LoadSpec, write_records
+
+        args = self.args
+        spec = LoadSpec(url=url, concurrency=args.concurrency, rate=args.rate, duration_s=args.duration,
+                        requests=None, warmup_s=args.warmup, payload=args.payload,
+                        accept_msgpack=args.accept == "msgpack", timeout_s=args.timeout, seed=args.seed)
+        runner = LoadRunner(spec, self.mix)
+        directory = self.session.raw_dir("loadgen")
+        (directory / "meta.json").write_text(json.dumps({"pid": os.getpid(), "url": url}))
+        self.session.set_probe("loadgen", "on", concurrency=None if args.rate else args.concurrency,
+                               rate=args.rate, duplicates=args.duplicates, payload=args.payload)
+        try:
+            asyncio.run(_run_with_progress(runner, console, args.quiet))
+        finally:
+            write_records(runner.state.records, directory / "records.jsonl")  # kept whatever happens
+
+    def start_collector(self, pid: int, probes: set[str], subprocesses: bool, use_agent: bool) -> None:
+        from profiler import collect
+        from profiler.cli_attach import pyspy_options
+
+        self.collector = collect.Collector(self.session, pid, probes, pyspy_options(self.args, subprocesses),
+                                           use_agent=use_agent)
+        self.collector.start()
+
+    def stop_collector(self) -> None:
+        if self.collector is not None and self.collector.started:
+            self.collector.stop()
+
+
+class _SampleServerRun(_Run):
+    def __init__(self, session, args, probes, knobs, config, mix) -> None:
+        super().__init__(session, args, probes, mix)
+        self.knobs, self.config = knobs, config
+
+    def run(self, console: Console, errors: Console) -> int:
+        from profiler import collect
+        from profiler.cli_attach import finish
+        from samples.sample_server.process import ServerProcess, ServerStartError
+
+        knobs = list(self.knobs)
+        if "stages" in self.probes:
+            knobs += ["--spans-dir", str(self.session.raw_dir("stages"))]
+        if "framework" in self.probes:
+            kind = "ort" if self.config.backend == "ort" else "torch"
+            knobs += ["--framework-profile-dir", str(self.session.raw_dir(kind))]
+        server = ServerProcess(knobs, log_path=self.session.raw_dir("server") / "server.log")
+        undo = collect.raise_on_sigterm()
+        outcome = "done"
+        try:
+            with console.status(f"starting the sample server {' '.join(self.knobs)} (a first run builds the "
+                                "model, ~30 s)"):
+                try:
+                    server.start()
+                except ServerStartError as exc:
+                    errors.print(f"prof run: the sample server did not start:\n{exc}", highlight=False,
+                                 markup=False)
+                    self.session.add_note("the sample server did not start; see raw/server/server.log")
+                    return 2
+            self.session.meta["targets"] = [server.pid]
+            self.session.meta["server"] = {"knobs": self.knobs, "url": server.url, "pid": server.pid}
+            self.session.save_meta()
+            for probe, on in (("stages", "stages" in self.probes), ("framework", "framework" in self.probes)):
+                self.session.set_probe(probe, "on" if on else "off", None if on else "not chosen (--probes)",
+                                       via="server knob")
+            console.print(f"sample server pid {server.pid} at {server.url} · session {self.session.path}")
+            workers = getattr(self.config, "workers", 1)
+            self.start_collector(server.pid, self.probes - {"stages", "framework"}, workers > 1, use_agent=False)
+            self.drive_load(f"{server.url}/classify", console)
+            if not self.collector.target_alive():
+                outcome = "target-exited"
+        except KeyboardInterrupt:
+            outcome = "interrupted"
+        finally:
+            self.stop_collector()
+            server.stop()  # SIGTERM: the server flushes its spans and framework profile
+            undo()
+        return finish(self.session, outcome, console)
+
+
+class _CommandRun(_Run):
+    def __init__(self, session, args, probes, command, mix) -> None:
+        super().__init__(session, args, probes, mix)
+        self.command = command
+
+    def run(self, console: Console, errors: Console) -> int:
+        from profiler import collect
+        from profiler.cli_attach import finish
+
+        log_path = self.session.raw_dir("command") / "output.log"
+        undo = collect.raise_on_sigterm()
+        outcome = "done"
+        process = None
+        try:
+            with open(log_path, "ab") as log:
+                try:
+                    process = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT,
+                                               stdin=subprocess.DEVNULL, start_new_session=True)
+                except OSError as exc:
+                    errors.print(f"prof run: cannot start {self.command[0]}: {exc.strerror}", highlight=False,
+                                 markup=False)
+                    return 2
+            self.session.meta["targets"] = [process.pid]
+            self.session.save_meta()
+            console.print(f"started pid {process.pid}: {' '.join(self.command)} (output: {log_path})")
+            try:
+                if "pyspy" in self.probes:
+                    collect.wait_until_python(process.pid, timeout_s=30.0)
+                if self.args.url:
+                    _wait_listening(self.args.url, process, timeout_s=120.0)
+            except collect.CollectError as exc:
+                errors.print(f"prof run: {exc}\n{_tail(log_path)}", highlight=False, markup=False)
+                return 2
+            self.start_collector(process.pid, self.probes, subprocesses=True, use_agent=True)
+            if self.args.url:
+                self.drive_load(self.args.url, console)
+                if not self.collector.target_alive():
+                    outcome = "target-exited"
+            else:
+                with console.status(f"collecting for {self.args.duration:g} s (Ctrl-C ends early)"):
+                    outcome = collect.wait_window(self.collector, self.args.duration)
+        except KeyboardInterrupt:
+            outcome = "interrupted"
+        finally:
+            self.stop_collector()
+            if process is not None:
+                _end_group(process)
+            undo()
+        return finish(self.session, outcome, console)
+
+
+def _wait_listening(url: str, process: subprocess.Popen, timeout_s: float) -> None:
+    from profiler.collect import CollectError
+
+    parsed = urlparse(url)
+    if parsed.scheme not in ("http",) or not parsed.hostname:
+        raise CollectError(f"--url {url}: give an http:// URL")
+    port = parsed.port or 80
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise CollectError(f"the command exited with code {process.returncode} before listening on {port}")
+        try:
+            socket.create_connection((parsed.hostname, port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.2)
+    raise CollectError(f"nothing listens at {parsed.hostname}:{port} after {timeout_s:.0f} s")
+
+
+def _end_group(process: subprocess.Popen) -> None:
+    """SIGINT, then SIGTERM, then SIGKILL to the command's whole process group."""
+    for sig, wait_s in ((signal.SIGINT, 5.0), (signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
+        if process.poll() is not None:
+            break
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            break
+        try:
+            process.wait(wait_s)
+        except subprocess.TimeoutExpired:
+            continue
+    try:
+        os.killpg(process.pid, signal.SIGKILL)  # children that outlived the leader
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,238 @@
+"""Collection: the out-of-process probes (py-spy, psutil, NVML) and the agent window around a
+target pid, started together and always stopped together, each probe's state in meta.
+
+Used by ``prof run`` and ``prof attach``. Whatever happens (the target exits, Ctrl-C, a
+probe fails), :meth:`Collector.stop` ends every child it started and keeps what was written.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import psutil
+
+from probes import agent as agent_probe
+from probes import nvml, proc, pyspy
+from profiler.session import Session
+
+PROBES = ("pyspy", "proc", "nvml", "stages", "framework")
+# Chosen on the evidence of benchmarks/overhead.py (see README): the default set costs at most
+# 2% of the sample server's throughput on a 2-core machine. ORT per-node profiling is opt-in.
+DEFAULT_PROBES = frozenset({"pyspy", "proc", "nvml", "stages"})
+DEFAULT_PYSPY_RATE = 20
+
+
+class CollectError(RuntimeError):
+    """The collection cannot start; the message is one line with the reason and the remedy."""
+
+
+def parse_probes(text: str | None) -> set[str]:
+    """``default``, ``all``, ``none``, or a comma list (``-name`` removes from the default set)."""
+    if text is None or text == "default":
+        return set(DEFAULT_PROBES)
+    if text == "all":
+        return set(PROBES)
+    if text == "none":
+        return set()
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    chosen = set(DEFAULT_PROBES) if all(t.startswith("-") for t in items) else set()
+    for item in items:
+        name = item.lstrip("+-")
+        if name not in PROBES:
+            raise ValueError(f"unknown probe {name!r}: choose from {', '.join(PROBES)} (or default, all, none)")
+        if item.startswith("-"):
+            chosen.discard(name)
+        else:
+            chosen.add(name)
+    return chosen
+
+
+def check_target(pid: int) -> psutil.Process:
+    """The target process, or CollectError: no such pid, or a zombie."""
+    try:
+        process = psutil.Process(pid)
+        if process.status() == psutil.STATUS_ZOMBIE:
+            raise CollectError(f"pid {pid} has exited (zombie)")
+        return process
+    except psutil.NoSuchProcess:
+        raise CollectError(f"pid {pid} does not exist") from None
+    except psutil.AccessDenied:
+        raise CollectError(f"pid {pid}: access denied reading its process information (run as its user or "
+                           "root)") from None
+
+
+def wait_until_python(pid: int, timeout_s: float) -> None:
+    """py-spy can read ``pid`` (a freshly spawned interpreter needs a moment), or CollectError."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            pyspy.dump_threads(pid, timeout_s=max(5.0, timeout_s))
+            return
+        except pyspy.PySpyError as exc:
+            message = str(exc)
+            if "ptrace denied" in message or "does not exist" in message or time.monotonic() >= deadline:
+                raise CollectError(message) from None
+        time.sleep(0.2)
+
+
+@dataclass
+class Collector:
+    session: Session
+    pid: int
+    probes: set[str]
+    pyspy_options: pyspy.PySpyOptions = field(default_factory=lambda: pyspy.PySpyOptions(rate=DEFAULT_PYSPY_RATE))
+    interval_s: float = 0.1
+    use_agent: bool = True
+    on_status: Callable[[str, str, str | None], None] = lambda probe, status, reason: None
+    _pyspy: pyspy.PySpyRecorder | None = None
+    _proc: proc.ProcSampler | None = None
+    _nvml: nvml.NvmlSampler | None = None
+    _agents: list[agent_probe.AgentClient] = field(default_factory=list)
+    started: bool = False
+
+    def _status(self, probe: str, status: str, reason: str | None = None, **details: Any) -> None:
+        self.session.set_probe(probe, status, reason, **details)
+        self.on_status(probe, status, reason)
+
+    def start(self) -> None:
+        """Start every chosen probe; a probe that cannot run is marked off with its reason."""
+        self.started = True
+        self.session.anchor_clock()
+        if "pyspy" in self.probes:
+            recorder = pyspy.PySpyRecorder(self.pid, self.session.raw_dir("pyspy"), self.pyspy_options)
+            try:
+                recorder.start()
+                self._pyspy = recorder
+                self._status("pyspy", "on", rate_hz=self.pyspy_options.rate,
+                             flags=self.pyspy_options.flags())
+            except pyspy.PySpyError as exc:
+                recorder.stop()
+                self._status("pyspy", "off", str(exc))
+        else:
+            self._status("pyspy", "off", "not chosen (--probes)")
+        if "proc" in self.probes:
+            sampler = proc.ProcSampler(self.pid, self.session.raw_dir("proc"), interval_s=self.interval_s)
+            try:
+                sampler.start()
+                self._proc = sampler
+                self._status("proc", "on", interval_s=self.interval_s)
+            except psutil.Error as exc:
+                self._status("proc", "off", f"psutil: {exc}")
+        else:
+            self._status("proc", "off", "not chosen (--probes)")
+        if "nvml" in self.probes:
+            family = {self.pid, *(c.pid for c in _children(self.pid))}
+            sampler = nvml.NvmlSampler(self.session.raw_dir("nvml"), pids=family, interval_s=self.interval_s)
+            if sampler.start():
+                self._nvml = sampler
+                self._status("nvml", "on", interval_s=self.interval_s)
+            else:
+                self._status("nvml", "off", sampler.reason_off)
+        else:
+            self._status("nvml", "off", "not chosen (--probes)")
+        if self.use_agent:
+            self._open_agent_windows()
+
+    def _open_agent_windows(self) -> None:
+        wanted = sorted(self.probes & {"stages", "framework"})
+        if not wanted:
+            return
+        reached = []
+        for pid in [self.pid, *(c.pid for c in _children(self.pid))]:
+            client = agent_probe.find_agent(pid)
+            if client is None:
+                continue
+            try:
+                started = client.request("start", out_dir=str(self.session.path / "raw"), probes=wanted)["started"]
+                reached.append((pid, started))
+                self._agents.append(client)
+            except agent_probe.AgentError as exc:
+                self.session.add_note(f"agent of pid {pid}: {exc}")
+                client.close()
+        for probe in wanted:
+            pids = [pid for pid, started in reached if probe in started]
+            if pids:
+                self._status(probe, "on", via="agent", pids=pids)
+            elif probe not in self.session.meta["probes"]:
+                self._status(probe, "off", "no prof agent in the target (import probes.agent; "
+                             "probes.agent.install()) " if not reached else "the agent could not switch it on")
+
+    def target_alive(self) -> bool:
+        try:
+            return psutil.Process(self.pid).status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return False
+
+    def stop(self) -> list[str]:
+        """Stop everything started (agent windows first, while the target still runs), keep
+        what was written; returns problems met on the way, also noted in the session."""
+        problems: list[str] = []
+        for client in self._agents:
+            try:
+                files = client.request("stop")["files"]
+                self.session.add_note(f"agent of pid {client.pid}: {len(files)} files written")
+            except agent_probe.AgentError as exc:
+                problems.append(str(exc))
+            finally:
+                client.close()
+        self._agents.clear()
+        if self._pyspy is not None:
+            try:
+                if self._pyspy.stop() is None:
+                    problems.append("py-spy wrote no trace (the target may have exited before it could)")
+            except Exception as exc:  # never leave a py-spy child behind for a reporting problem
+                problems.append(f"py-spy: {exc}")
+            self._pyspy = None
+        for name, sampler in (("proc", self._proc), ("nvml", self._nvml)):
+            if sampler is not None:
+                sampler.stop()
+                problems.extend(f"{name}: {e}" for e in getattr(sampler, "errors", []))
+        self._proc = self._nvml = None
+        self.session.anchor_clock()
+        for problem in problems:
+            self.session.add_note(problem)
+        return problems
+
+    def child_pids(self) -> list[int]:
+        process = self._pyspy.process if self._pyspy else None
+        return [process.pid] if process is not None else []
+
+
+def _children(pid: int) -> list[psutil.Process]:
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.Error:
+        return []
+
+
+class Interrupted(Exception):
+    """SIGTERM arrived: end collection as Ctrl-C would."""
+
+
+def raise_on_sigterm() -> Callable[[], None]:
+    """Make SIGTERM end the run like Ctrl-C (so every ``finally`` runs); returns the undo."""
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    return lambda: signal.signal(signal.SIGTERM, previous)
+
+
+def wait_window(collector: Collector, duration_s: float, tick: Callable[[float], None] | None = None) -> str:
+    """Sleep through the window; 'done', or 'target-exited' as soon as the target is gone."""
+    start = time.monotonic()
+    while (elapsed := time.monotonic() - start) < duration_s:
+        if not collector.target_alive():
+            return "target-exited"
+        if tick is not None:
+            tick(elapsed)
+        time.sleep(min(0.25, duration_s - elapsed))
+    return "done"
+
+
+def default_out(kind: str) -> Path:
+    return Path("prof-out") / f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}"

@@ -132,6 +132,8 @@ class _Run:
             asyncio.run(_run_with_progress(runner, console, args.quiet))
         finally:
             write_records(runner.state.records, directory / "records.jsonl")  # kept whatever happens
+        if time.monotonic() < runner.state.measure_from + args.duration - 0.5:
+            raise KeyboardInterrupt  # the load ended early: a signal cancelled it
 
     def start_collector(self, pid: int, probes: set[str], subprocesses: bool, use_agent: bool) -> None:
         from profiler import collect

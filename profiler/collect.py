@@ -214,9 +214,10 @@ class Interrupted(Exception):
 
 
 def raise_on_sigterm() -> Callable[[], None]:
-    """Make SIGTERM end the run like Ctrl-C (so every ``finally`` runs); returns the undo."""
+    """Make SIGTERM end the run exactly as Ctrl-C does (so every ``finally`` runs, and an
+    asyncio loop cancels its tasks cleanly); returns the undo."""
     def handler(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
+        signal.raise_signal(signal.SIGINT)
 
     previous = signal.signal(signal.SIGTERM, handler)
     return lambda: signal.signal(signal.SIGTERM, previous)

@@ -113,6 +113,9 @@ def run_load(args: argparse.Namespace, url: str, console: Console) -> LoadSummar
     finally:
         # Whatever finished before an interruption is kept.
         write_records(runner.state.records, records_path)
+    spec = runner.spec
+    if spec.duration_s is not None and time.monotonic() < state.measure_from + spec.duration_s - 0.5:
+        raise KeyboardInterrupt  # Ctrl-C cancelled the run, and asyncio returned what it had
     summary = summarize(state.records, state.dropped)
     print_summary(summary, console, records_path)
     return summary

@@ -135,13 +135,21 @@ class _Run:
         if time.monotonic() < runner.state.measure_from + args.duration - 0.5:
             raise KeyboardInterrupt  # the load ended early: a signal cancelled it
 
-    def start_collector(self, pid: int, probes: set[str], subprocesses: bool, use_agent: bool) -> None:
+    def start_collector(self, pid: int, probes: set[str], subprocesses: bool, use_agent: bool,
+                        console: Console) -> None:
         from profiler import collect
         from profiler.cli_attach import pyspy_options
 
         self.collector = collect.Collector(self.session, pid, probes, pyspy_options(self.args, subprocesses),
                                            use_agent=use_agent)
         self.collector.start()
+        states = []
+        for name, info in self.session.meta["probes"].items():
+            if info.get("status") == "on":
+                states.append(f"[green]{name}[/green]" + (f" {info['rate_hz']} Hz" if "rate_hz" in info else ""))
+            elif "not chosen" not in (info.get("reason") or ""):
+                states.append(f"[dim]{name} off ({info.get('reason')})[/dim]")
+        console.print("collecting: " + ", ".join(states))
 
     def stop_collector(self) -> None:
         if self.collector is not None and self.collector.started:
@@ -185,7 +193,8 @@ class _SampleServerRun(_Run):
                                        via="server knob")
             console.print(f"sample server pid {server.pid} at {server.url} · session {self.session.path}")
             workers = getattr(self.config, "workers", 1)
-            self.start_collector(server.pid, self.probes - {"stages", "framework"}, workers > 1, use_agent=False)
+            self.start_collector(server.pid, self.probes - {"stages", "framework"}, workers > 1, use_agent=False,
+                                 console=console)
             self.drive_load(f"{server.url}/classify", console)
             if not self.collector.target_alive():
                 outcome = "target-exited"
@@ -231,7 +240,7 @@ class _CommandRun(_Run):
             except collect.CollectError as exc:
                 errors.print(f"prof run: {exc}\n{_tail(log_path)}", highlight=False, markup=False)
                 return 2
-            self.start_collector(process.pid, self.probes, subprocesses=True, use_agent=True)
+            self.start_collector(process.pid, self.probes, subprocesses=True, use_agent=True, console=console)
             if self.args.url:
                 self.drive_load(self.args.url, console)
                 if not self.collector.target_alive():

@@ -221,3 +221,21 @@ def test_sigterm_during_prof_run_ends_every_child_and_keeps_the_session(artifact
     assert session.meta["outcome"] == "interrupted"
     counts = session.timeline["source"].value_counts()
     assert counts.get("loadgen", 0) > 0 and counts.get("stages", 0) > 0 and counts.get("pyspy", 0) > 0
+
+
+def test_run_any_command_profiles_it_and_ends_its_process_group(tmp_path) -> None:
+    script = tmp_path / "job.py"
+    script.write_text("import subprocess, sys, time\n"
+                      "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'])\n"
+                      "print(child.pid, flush=True)\n"
+                      "def spin():\n    return sum(i * i for i in range(50_000))\n"
+                      "while True:\n    spin(); time.sleep(0.01)\n")
+    out = tmp_path / "cmd"
+    result = prof("run", "--duration", "3", "--out", str(out), "--", sys.executable, str(script))
+    assert result.returncode == 0, result.stderr
+    session = load(out)
+    functions = set(session.timeline.loc[session.timeline["source"] == "pyspy", "name"].astype(str))
+    assert "spin" in functions or "<genexpr>" in functions, functions
+    grandchild = int((out / "raw" / "command" / "output.log").read_text().split()[0])
+    gone = not psutil.pid_exists(grandchild) or psutil.Process(grandchild).status() == psutil.STATUS_ZOMBIE
+    assert gone, "the command's own children are ended with it"

@@ -1,0 +1,121 @@
+"""What each probe costs the sample server's throughput, measured side by side.
+
+One sample server runs throughout (so start-up never enters the figures); each round takes
+every configuration in turn under the same closed-loop load, and each configuration's
+throughput is divided by the probes-off run of its own round. In-process probes (stage
+spans, ORT per-node profiling, torch.profiler) are switched through the server's agent, as
+``prof attach`` does; py-spy and the psutil sampler run as they do in ``prof run``.
+
+    .venv/bin/python benchmarks/overhead.py [--rounds 3] [--seconds 8] [--concurrency 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from probes import agent as agent_probe  # noqa: E402
+from probes import proc, pyspy  # noqa: E402
+from profiler.collect import DEFAULT_PROBES, DEFAULT_PYSPY_RATE  # noqa: E402
+from samples.loadgen.runner import LoadRunner, LoadSpec  # noqa: E402
+from samples.loadgen.workload import ImageMix  # noqa: E402
+from samples.sample_server.process import ServerProcess  # noqa: E402
+
+# name -> (py-spy rate or None, proc sampler, agent probes)
+CONFIGS = {
+    "off": (None, False, ()),
+    f"default set ({', '.join(sorted(DEFAULT_PROBES - {'nvml'}))})": (DEFAULT_PYSPY_RATE, True, ("stages",)),
+    f"py-spy {DEFAULT_PYSPY_RATE} Hz": (DEFAULT_PYSPY_RATE, False, ()),
+    "py-spy 100 Hz": (100, False, ()),
+    "py-spy 1000 Hz": (1000, False, ()),
+    "proc (psutil, 10 Hz)": (None, True, ()),
+    "stage spans": (None, False, ("stages",)),
+    "framework profiling": (None, False, ("framework",)),
+}
+
+
+def throughput(url: str, seconds: float, concurrency: int) -> float:
+    spec = LoadSpec(url=f"{url}/classify", concurrency=concurrency, rate=None, duration_s=seconds, requests=None,
+                    warmup_s=1.0, payload="raw", accept_msgpack=False, timeout_s=30.0, seed=1)
+    state = asyncio.run(LoadRunner(spec, ImageMix(["640x480"], ["jpeg"], 0.0, 1)).run())
+    ok = [r for r in state.records if not r.warmup and r.status == 200]
+    if not ok:
+        return 0.0
+    first = min(r.start_ns for r in ok)
+    last = max(r.start_ns + r.latency_ns for r in ok)
+    return len(ok) / ((last - first) / 1e9)
+
+
+def measure(server: ServerProcess, config: tuple, seconds: float, concurrency: int, scratch: Path) -> float:
+    rate, with_proc, agent_probes = config
+    out = Path(tempfile.mkdtemp(dir=scratch))
+    recorder = sampler = client = None
+    try:
+        if rate:
+            recorder = pyspy.PySpyRecorder(server.pid, out / "pyspy", pyspy.PySpyOptions(rate=rate))
+            recorder.start()
+        if with_proc:
+            sampler = proc.ProcSampler(server.pid, out / "proc")
+            sampler.start()
+        if agent_probes:
+            client = agent_probe.AgentClient(server.pid)
+            client.request("start", out_dir=str(out), probes=list(agent_probes))
+        return throughput(server.url, seconds, concurrency)
+    finally:
+        if client is not None:
+            client.request("stop")
+            client.close()
+        if sampler is not None:
+            sampler.stop()
+        if recorder is not None:
+            recorder.stop()
+
+
+def run_backend(backend: str, configs: dict, args: argparse.Namespace, scratch: Path) -> dict[str, list[float]]:
+    ratios: dict[str, list[float]] = {name: [] for name in configs}
+    rates: dict[str, list[float]] = {name: [] for name in configs}
+    with ServerProcess(["--backend", backend, "--intra-op-threads", "1"]) as server:
+        throughput(server.url, 3.0, args.concurrency)  # warm the server (first requests are slow)
+        for round_index in range(args.rounds):
+            order = list(configs) if round_index % 2 == 0 else list(reversed(configs))  # A/B/B/A
+            results = {name: measure(server, configs[name], args.seconds, args.concurrency, scratch)
+                       for name in order}
+            for name, value in results.items():
+                rates[name].append(value)
+                ratios[name].append(value / results["off"] if results["off"] else float("nan"))
+            print(f"  {backend} round {round_index + 1}: " + ", ".join(f"{n}: {v:.1f}" for n, v in results.items()),
+                  file=sys.stderr)
+    return {name: (rates[name], ratios[name]) for name in configs}  # type: ignore[misc]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--concurrency", type=int, default=4)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as scratch:
+        ort = run_backend("ort", CONFIGS, args, Path(scratch))
+        torch = run_backend("torch-eager", {"off": CONFIGS["off"],
+                                            "torch.profiler": CONFIGS["framework profiling"]}, args, Path(scratch))
+    print(f"sample server (1 worker, ORT/torch 1 intra-op thread), closed loop {args.concurrency} clients, "
+          f"{args.seconds:g} s per run, {args.rounds} rounds alternating order; ratio = throughput / probes-off "
+          "of the same round\n")
+    print("| backend | probes | req/s median [min..max] | ratio median [min..max] |\n|---|---|---|---|")
+    for backend, results in (("ort", ort), ("torch-eager", torch)):
+        for name, (rates, ratios) in results.items():
+            label = "ORT per-node profiling" if name == "framework profiling" else name
+            print(f"| {backend} | {label} | {statistics.median(rates):.1f} [{min(rates):.1f}..{max(rates):.1f}] | "
+                  f"{statistics.median(ratios):.3f} [{min(ratios):.3f}..{max(ratios):.3f}] |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -38,7 +38,8 @@ def add_collect_arguments(parser: argparse.ArgumentParser, duration_default: flo
                         help="default, all, none, or a comma list of pyspy,proc,nvml,stages,framework "
                         "('-pyspy' drops one from the default set)")
     parser.add_argument("--pyspy-rate", type=int, default=None,
-                        help="py-spy samples per second (default 20: ~1%% cost on 2 cores; 100 costs ~20%%)")
+                        help="py-spy samples per second (default 20, non-blocking; what each rate costs: "
+                        "benchmarks/results/overhead.md)")
     parser.add_argument("--gil", action="store_true", help="py-spy: only samples of the thread holding the GIL")
     parser.add_argument("--native", action="store_true", help="py-spy: include native (C/C++) frames")
     parser.add_argument("--blocking", action="store_true",

@@ -32,6 +32,8 @@ import threading
 from pathlib import Path
 from typing import Any, Protocol
 
+import psutil
+
 MAX_LINE = 1 << 16
 SOCKET_NAME = "agent-{pid}.sock"
 
@@ -266,16 +268,6 @@ def find_agent(pid: int) -> AgentClient | None:
     try:
         return AgentClient(pid, timeout_s=30.0)
     except AgentError:
-        if not _alive(pid):
+        if not psutil.pid_exists(pid):
             path.unlink(missing_ok=True)
         return None
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

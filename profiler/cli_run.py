@@ -32,7 +32,7 @@ load options those of 'prof load --help'. Ctrl-C stops everything and keeps the 
 
 def build_parser(prog: str = "prof run") -> argparse.ArgumentParser:
     from profiler.cli_attach import add_collect_arguments
-    from samples.loadgen.workload import PAYLOADS
+    from samples.loadgen.__main__ import add_load_options
     from samples.sample_server.config import add_server_arguments
 
     parser = argparse.ArgumentParser(
@@ -43,17 +43,7 @@ def build_parser(prog: str = "prof run") -> argparse.ArgumentParser:
     parser.add_argument("target", nargs="?", choices=["sample_server"], help="what to run (or a command after --)")
     add_collect_arguments(parser)
     load = parser.add_argument_group("load (as 'prof load')")
-    loop = load.add_mutually_exclusive_group()
-    loop.add_argument("--concurrency", "-c", type=int, default=8, help="closed loop: clients in flight (default 8)")
-    loop.add_argument("--rate", "-r", type=float, help="open loop: Poisson arrivals per second")
-    load.add_argument("--warmup", type=float, default=3.0, help="seconds of unmeasured warm-up (default 3)")
-    load.add_argument("--payload", choices=PAYLOADS, default="raw", help="request body format (default raw)")
-    load.add_argument("--accept", choices=("json", "msgpack"), default="json", help="response format")
-    load.add_argument("--image-sizes", default="640x480", help="comma list of WxH or N (default 640x480)")
-    load.add_argument("--formats", default="jpeg", help="comma list of jpeg,png,webp (default jpeg)")
-    load.add_argument("--duplicates", type=float, default=0.0, help="fraction of exact repeats, 0..1")
-    load.add_argument("--seed", type=int, default=0, help="image mix seed (default 0)")
-    load.add_argument("--timeout", type=float, default=30.0, help="per-request timeout in seconds (default 30)")
+    add_load_options(load, warmup_s=3.0)
     load.add_argument("--url", help="with a COMMAND: the classify endpoint to drive load at (none: no load)")
     add_server_arguments(parser)
     return parser

@@ -33,22 +33,28 @@ def build_parser(prog: str = "python -m samples.loadgen") -> argparse.ArgumentPa
                                 "(with the knobs after --) for the run.", epilog=EXAMPLES,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("url", nargs="?", help="classify endpoint; omit to start the sample server for the run")
-    loop = p.add_mutually_exclusive_group()
-    loop.add_argument("--concurrency", "-c", type=int, default=8, help="closed loop: clients in flight (default 8)")
-    loop.add_argument("--rate", "-r", type=float, help="open loop: Poisson arrivals per second")
     p.add_argument("--duration", "-d", type=float, default=20.0, help="seconds to measure (default 20)")
     p.add_argument("--requests", "-n", type=int, help="stop after this many measured requests instead")
-    p.add_argument("--warmup", type=float, default=2.0, help="seconds of unmeasured warm-up (default 2)")
-    p.add_argument("--payload", choices=PAYLOADS, default="raw", help="request body format (default raw)")
-    p.add_argument("--accept", choices=("json", "msgpack"), default="json", help="response format to ask for")
-    p.add_argument("--image-sizes", default="640x480", help="comma list of WxH or N (default 640x480)")
-    p.add_argument("--formats", default="jpeg", help="comma list of jpeg,png,webp (default jpeg)")
-    p.add_argument("--duplicates", type=float, default=0.0, help="fraction of exact repeats, 0..1 (default 0)")
-    p.add_argument("--seed", type=int, default=0, help="image mix seed (default 0)")
-    p.add_argument("--timeout", type=float, default=30.0, help="per-request timeout in seconds (default 30)")
+    add_load_options(p, warmup_s=2.0)
     p.add_argument("--records", type=Path, help="per-request records file (JSON Lines; default prof-out/...)")
     p.add_argument("--quiet", action="store_true", help="no progress display")
     return p
+
+
+def add_load_options(group: argparse.ArgumentParser | argparse._ArgumentGroup, warmup_s: float) -> None:
+    """The workload options shared by ``prof load`` and ``prof run``."""
+    loop = group.add_mutually_exclusive_group()
+    loop.add_argument("--concurrency", "-c", type=int, default=8, help="closed loop: clients in flight (default 8)")
+    loop.add_argument("--rate", "-r", type=float, help="open loop: Poisson arrivals per second")
+    group.add_argument("--warmup", type=float, default=warmup_s,
+                       help=f"seconds of unmeasured warm-up (default {warmup_s:g})")
+    group.add_argument("--payload", choices=PAYLOADS, default="raw", help="request body format (default raw)")
+    group.add_argument("--accept", choices=("json", "msgpack"), default="json", help="response format to ask for")
+    group.add_argument("--image-sizes", default="640x480", help="comma list of WxH or N (default 640x480)")
+    group.add_argument("--formats", default="jpeg", help="comma list of jpeg,png,webp (default jpeg)")
+    group.add_argument("--duplicates", type=float, default=0.0, help="fraction of exact repeats, 0..1 (default 0)")
+    group.add_argument("--seed", type=int, default=0, help="image mix seed (default 0)")
+    group.add_argument("--timeout", type=float, default=30.0, help="per-request timeout in seconds (default 30)")
 
 
 def spec_from_args(args: argparse.Namespace, url: str) -> LoadSpec:

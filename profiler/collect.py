@@ -197,20 +197,12 @@ class Collector:
             self.session.add_note(problem)
         return problems
 
-    def child_pids(self) -> list[int]:
-        process = self._pyspy.process if self._pyspy else None
-        return [process.pid] if process is not None else []
-
 
 def _children(pid: int) -> list[psutil.Process]:
     try:
         return psutil.Process(pid).children(recursive=True)
     except psutil.Error:
         return []
-
-
-class Interrupted(Exception):
-    """SIGTERM arrived: end collection as Ctrl-C would."""
 
 
 def raise_on_sigterm() -> Callable[[], None]:

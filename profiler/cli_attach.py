@@ -13,9 +13,12 @@ EXAMPLES = """examples:
   prof attach 4242                         20 s of py-spy, psutil (and NVML on a GPU host)
   prof attach 4242 --duration 60 --pyspy-rate 50 --out prof-out/api
   prof attach 4242 --probes all            also ORT/torch profiling, if the target runs the prof agent
+  prof attach 4242 --no-wire               without capturing its HTTP traffic
   Ctrl-C ends the window early; everything collected so far is kept.
 
-The target needs no changes. If it runs the prof agent (the sample server does; elsewhere
+The target needs no changes. Its HTTP/1.1 traffic is watched on the wire (every request's
+timing, sizes, status and body hash; never the bodies) when prof may capture packets (root
+or CAP_NET_RAW). If it runs the prof agent (the sample server does; elsewhere
 'import probes.agent; probes.agent.install()'), stage spans (and framework profiling with
 --probes all) are switched on inside it for the window.
 """
@@ -35,8 +38,12 @@ def add_collect_arguments(parser: argparse.ArgumentParser, duration_default: flo
     parser.add_argument("--duration", "-d", type=float, default=duration_default,
                         help=f"seconds to collect (default {duration_default:g})")
     parser.add_argument("--probes", default="default",
-                        help="default, all, none, or a comma list of pyspy,proc,nvml,stages,framework "
+                        help="default, all, none, or a comma list of pyspy,proc,nvml,http,stages,framework "
                         "('-pyspy' drops one from the default set)")
+    parser.add_argument("--no-wire", action="store_true",
+                        help="do not capture the target's HTTP traffic (the http probe; it needs CAP_NET_RAW)")
+    parser.add_argument("--wire-port", type=int, action="append", default=[], metavar="PORT",
+                        help="also watch this TCP port (e.g. a proxy in front of the target); repeatable")
     parser.add_argument("--pyspy-rate", type=int, default=None,
                         help="py-spy samples per second (default 20, non-blocking; what each rate costs: "
                         "benchmarks/results/overhead.md)")
@@ -46,6 +53,18 @@ def add_collect_arguments(parser: argparse.ArgumentParser, duration_default: flo
                         help="py-spy pauses the target while it reads each sample (exact, costs more)")
     parser.add_argument("--out", type=Path, help="session directory (default prof-out/<command>-<time>)")
     parser.add_argument("--quiet", action="store_true", help="no progress display")
+
+
+def chosen_probes(args: argparse.Namespace) -> set[str]:
+    from profiler import collect
+
+    probes = collect.parse_probes(args.probes)
+    if args.no_wire:
+        probes.discard("http")
+    for port in args.wire_port:
+        if not 0 < port < 65536:
+            raise ValueError(f"--wire-port {port}: not a TCP port")
+    return probes
 
 
 def pyspy_options(args: argparse.Namespace, subprocesses: bool):
@@ -67,7 +86,7 @@ def main(argv: list[str], prog: str = "prof attach") -> int:
     from profiler.session import Session, SessionError
 
     try:
-        probes = collect.parse_probes(args.probes)
+        probes = chosen_probes(args)
         if args.duration <= 0:
             raise ValueError("--duration must be positive")
         target = collect.check_target(args.pid)
@@ -80,7 +99,7 @@ def main(argv: list[str], prog: str = "prof attach") -> int:
         errors.print(f"prof attach: {exc}", highlight=False, markup=False)
         return 2
     session.meta["target"] = _describe(target)
-    collector = collect.Collector(session, args.pid, probes, options)
+    collector = collect.Collector(session, args.pid, probes, options, wire_ports=frozenset(args.wire_port))
     undo = collect.raise_on_sigterm()
     outcome = "done"
     try:

@@ -62,8 +62,10 @@ def main(argv: list[str], prog: str = "prof run") -> int:
     from profiler import collect
     from profiler.session import Session, SessionError
 
+    from profiler.cli_attach import chosen_probes
+
     try:
-        probes = collect.parse_probes(args.probes)
+        probes = chosen_probes(args)
         if args.duration <= 0:
             raise ValueError("--duration must be positive")
         knobs, config = _server_knobs(args) if args.target else ([], None)
@@ -131,7 +133,7 @@ class _Run:
         from profiler.cli_attach import pyspy_options
 
         self.collector = collect.Collector(self.session, pid, probes, pyspy_options(self.args, subprocesses),
-                                           use_agent=use_agent)
+                                           use_agent=use_agent, wire_ports=frozenset(self.args.wire_port))
         self.collector.start()
         states = []
         for name, info in self.session.meta["probes"].items():

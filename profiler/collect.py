@@ -1,4 +1,4 @@
-"""Collection: the out-of-process probes (py-spy, psutil, NVML) and the agent window around a
+"""Collection: the out-of-process probes (py-spy, psutil, NVML, the wire) and the agent window around a
 target pid, started together and always stopped together, each probe's state in meta.
 
 Used by ``prof run`` and ``prof attach``. Whatever happens (the target exits, Ctrl-C, a
@@ -16,13 +16,13 @@ from typing import Any, Callable
 import psutil
 
 from probes import agent as agent_probe
-from probes import nvml, proc, pyspy
+from probes import nvml, proc, pyspy, wire
 from profiler.session import Session
 
-PROBES = ("pyspy", "proc", "nvml", "stages", "framework")
+PROBES = ("pyspy", "proc", "nvml", "http", "stages", "framework")
 # Chosen on the evidence of benchmarks/overhead.py (see README): the default set costs at most
 # 2% of the sample server's throughput on a 2-core machine. ORT per-node profiling is opt-in.
-DEFAULT_PROBES = frozenset({"pyspy", "proc", "nvml", "stages"})
+DEFAULT_PROBES = frozenset({"pyspy", "proc", "nvml", "http", "stages"})
 DEFAULT_PYSPY_RATE = 20
 
 
@@ -91,6 +91,8 @@ class Collector:
     _pyspy: pyspy.PySpyRecorder | None = None
     _proc: proc.ProcSampler | None = None
     _nvml: nvml.NvmlSampler | None = None
+    _wire: wire.WireProbe | None = None
+    wire_ports: frozenset[int] = frozenset()
     _agents: list[agent_probe.AgentClient] = field(default_factory=list)
     started: bool = False
 
@@ -134,8 +136,22 @@ class Collector:
                 self._status("nvml", "off", sampler.reason_off)
         else:
             self._status("nvml", "off", "not chosen (--probes)")
+        self._start_wire()
         if self.use_agent:
             self._open_agent_windows()
+
+    def _start_wire(self) -> None:
+        if "http" not in self.probes:
+            self._status("http", "off", "not chosen (--probes / --no-wire)")
+            return
+        probe = wire.WireProbe(self.pid, self.session.raw_dir("http"), self.wire_ports)
+        try:
+            probe.start()
+        except wire.WireError as exc:
+            self._status("http", "off", str(exc))
+            return
+        self._wire = probe
+        self._status("http", "on", ports=list(probe.watched))
 
     def _open_agent_windows(self) -> None:
         wanted = sorted(self.probes & {"stages", "framework"})
@@ -192,6 +208,11 @@ class Collector:
                 sampler.stop()
                 problems.extend(f"{name}: {e}" for e in getattr(sampler, "errors", []))
         self._proc = self._nvml = None
+        if self._wire is not None:  # last: the final responses of the window are still on the wire
+            stats = self._wire.stop()
+            self.session.set_probe("http", "on", ports=list(self._wire.watched), **{
+                k: stats[k] for k in ("exchanges", "connections", "packets", "drops") if k in stats})
+            self._wire = None
         self.session.anchor_clock()
         for problem in problems:
             self.session.add_note(problem)

@@ -13,7 +13,7 @@ from typing import Callable
 import pandas as pd
 import pyarrow as pa
 
-from probes import kineto, loadgen, nvml, ort, proc, pyspy, scalene, stages
+from probes import kineto, loadgen, nvml, ort, proc, pyspy, scalene, stages, wire
 from profiler.session import Session, safe_child
 from profiler.timeline import StackTable, make_events, merge_events
 
@@ -82,6 +82,10 @@ def _ingest_loadgen(directory: Path, stacks: StackTable) -> IngestResult:
     return IngestResult([] if frame is None else [frame])
 
 
+def _ingest_http(directory: Path, stacks: StackTable) -> IngestResult:
+    return IngestResult(wire.ingest_wire(directory), wire.problems_of(wire.read_stats(directory)))
+
+
 INGESTERS: dict[str, Callable[[Path, StackTable], IngestResult]] = {
     "ort": _ingest_ort,
     "torch": _ingest_torch,
@@ -91,6 +95,7 @@ INGESTERS: dict[str, Callable[[Path, StackTable], IngestResult]] = {
     "nvml": _ingest_nvml,
     "scalene": _ingest_scalene,
     "loadgen": _ingest_loadgen,
+    "http": _ingest_http,
 }
 
 

@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from profiler.session import Session
+from profiler.wire_stats import WireStats, wire_stats
 
 
 @dataclass
@@ -25,6 +26,7 @@ class Summary:
     stages: list[tuple[str, float, float, int]] = field(default_factory=list)  # stage, share, p50 ms, count
     functions: list[tuple[str, float]] = field(default_factory=list)  # leaf function, share of samples
     notes: list[str] = field(default_factory=list)
+    wire: WireStats | None = None
 
 
 def summarize(session: Session) -> Summary:
@@ -52,6 +54,7 @@ def summarize(session: Session) -> Summary:
         sizes = grouped.size()
         summary.stages = sorted(((str(s), float(total[s]) / overall, float(medians[s]) / 1e6, int(sizes[s]))
                                  for s in total.index), key=lambda row: -row[1])
+    summary.wire = wire_stats(tl)
     samples = tl[(tl["source"] == "pyspy") & (tl["kind"] == "sample")]
     if len(samples):
         by_function = samples.groupby("name", observed=True)["dur_ns"].sum().sort_values(ascending=False)
@@ -76,6 +79,8 @@ def print_summary(summary: Summary, console: Console, session_path: object) -> N
         rps = f"{summary.throughput_rps:.1f} req/s" if summary.throughput_rps else "n/a"
         lat = " / ".join(f"{summary.latency_ms[k]:.1f}" for k in ("p50", "p95", "p99")) if summary.latency_ms else "n/a"
         console.print(f"[bold]load[/bold]  {summary.ok}/{summary.requests} ok · {rps} · latency p50/p95/p99 {lat} ms")
+    if summary.wire is not None:
+        console.print(wire_line(summary.wire), highlight=False)
     if summary.stages:
         table = Table(title="stage time (server spans)", show_edge=False, title_justify="left")
         for column, justify in (("stage", "left"), ("share", "right"), ("p50 ms", "right"), ("spans", "right")):
@@ -94,6 +99,17 @@ def print_summary(summary: Summary, console: Console, session_path: object) -> N
     for note in summary.notes[-5:]:
         console.print(f"[yellow]note:[/yellow] {note}", highlight=False)
     console.print(f"session: [bold]{session_path}[/bold]  (prof export {session_path} --chrome trace.json)")
+
+
+def wire_line(wire: WireStats) -> str:
+    """The wire's figures in one line: rate, concurrency, latency, sizes, repeats, statuses."""
+    latency = " / ".join(f"{wire.latency_ms[k]:.1f}" for k in ("p50", "p95", "p99")) if wire.latency_ms else "n/a"
+    statuses = ", ".join(f"{code}×{n}" for code, n in sorted(wire.statuses.items()))
+    repeats = f" · {wire.duplicate_fraction:.0%} repeated bodies" if wire.duplicate_fraction is not None else ""
+    size = wire.request_bytes.get("p50", 0) / 1024
+    return (f"[bold]wire[/bold]  {wire.requests} requests · {wire.arrival_rps:.1f} req/s · in flight "
+            f"{wire.in_flight_mean:.1f} mean / {wire.in_flight_max} max · p50/p95/p99 {latency} ms · body p50 "
+            f"{size:.0f} KiB{repeats} · {statuses or 'no answers'}")
 
 
 def stage_table(session: Session) -> pd.DataFrame:

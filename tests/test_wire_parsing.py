@@ -1,0 +1,172 @@
+"""HTTP exchanges rebuilt from byte streams (real llhttp via httptools), TCP reassembly and
+the capture filter, without a network: the bytes are those a client and server exchange."""
+
+from __future__ import annotations
+
+import hashlib
+
+from probes.httpflow import Exchange, FlowCounters, HttpConnection
+from probes.netcap import TcpStream, port_filter
+
+OK = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
+
+
+def connection(from_start: bool = True) -> tuple[HttpConnection, list[Exchange], FlowCounters]:
+    out: list[Exchange] = []
+    counters = FlowCounters()
+    return HttpConnection(1, "127.0.0.1:5000", 8000, counters, out.append, from_start), out, counters
+
+
+def post(path: str, body: bytes, request_id: str | None = None) -> bytes:
+    rid = f"X-Request-ID: {request_id}\r\n".encode() if request_id else b""
+    return (f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\nContent-Length: {len(body)}\r\n"
+            .encode() + rid + b"\r\n" + body)
+
+
+def test_pipelined_keep_alive_requests_pair_with_their_responses_in_order() -> None:
+    conn, out, _ = connection()
+    conn.client_data(post("/a?token=secret", b"12345", "r-a") + post("/b", b"xy", "r-b"), 1_000)
+    assert out == []  # nothing answered yet
+    conn.server_data(OK, 2_000)
+    conn.server_data(OK.replace(b"200 OK", b"404 Not Found"), 3_000)
+    assert [(e.path, e.request_id, e.status, e.request_bytes) for e in out] == [
+        ("/a", "r-a", 200, 5), ("/b", "r-b", 404, 2)]
+    first = out[0].record()
+    assert first["query"] is True and "secret" not in str(first)  # the query string is never recorded
+    assert first["body_sha256"] == hashlib.sha256(b"12345").hexdigest()
+    assert first["start_ns"] == 1_000 and first["response_start_ns"] == 2_000 and first["end_ns"] == 2_000
+
+
+def test_chunked_body_split_across_many_segments_is_hashed_whole() -> None:
+    conn, out, _ = connection()
+    body = bytes(range(256)) * 40
+    chunks = b"".join(b"%x\r\n" % len(body[i:i + 1000]) + body[i:i + 1000] + b"\r\n"
+                      for i in range(0, len(body), 1000)) + b"0\r\n\r\n"
+    wire = b"POST /up HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" + chunks
+    for i in range(0, len(wire), 7):  # seven bytes a segment: boundaries fall everywhere
+        conn.client_data(wire[i:i + 7], 10 + i)
+    conn.server_data(OK[:20], 50_000)
+    conn.server_data(OK[20:], 60_000)
+    (exchange,) = out
+    assert exchange.chunked and exchange.request_bytes == len(body)
+    assert exchange.record()["body_sha256"] == hashlib.sha256(body).hexdigest()
+    assert exchange.request_end_ns == 10 + 7 * ((len(wire) - 1) // 7)
+    assert exchange.response_start_ns == 50_000 and exchange.end_ns == 60_000
+
+
+def test_a_connection_seen_mid_stream_resyncs_at_the_next_request_line() -> None:
+    conn, out, counters = connection(from_start=False)
+    conn.client_data(b"tail of an earlier body", 1)
+    conn.server_data(OK, 2)  # answers a request the capture never saw: parsed, but paired with nothing
+    conn.client_data(post("/c", b"abc"), 3)
+    conn.server_data(OK, 4)
+    assert [(e.path, e.status) for e in out] == [("/c", 200)]
+    assert counters.skipped_bytes == len(b"tail of an earlier body") and counters.unpaired_responses == 1
+
+
+def test_malformed_request_is_recorded_with_its_400_and_parsing_resumes() -> None:
+    conn, out, counters = connection()
+    conn.client_data(b"\x00\x01garbage that is not HTTP\r\n\r\n", 1)
+    conn.server_data(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n", 2)
+    conn.client_data(post("/d", b"z"), 3)
+    conn.server_data(OK, 4)
+    assert counters.malformed_requests == 1
+    assert [(e.outcome, e.status) for e in out] == [("malformed", 400), ("ok", 200)]
+
+
+def test_tls_and_http2_connections_are_recognised_and_left_alone() -> None:
+    tls, out, counters = connection()
+    tls.client_data(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\x00" * 40, 1)
+    tls.server_data(b"\x16\x03\x03\x00\x5a", 2)
+    h2 = HttpConnection(2, "127.0.0.1:5001", 8000, counters, out.append, True)
+    h2.client_data(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 1)
+    assert out == [] and counters.tls_connections == 1 and counters.http2_connections == 1
+
+
+def test_requests_still_waiting_when_the_connection_ends_are_kept_as_aborted() -> None:
+    conn, out, _ = connection()
+    conn.client_data(post("/e", b"123"), 1)
+    conn.close("aborted")
+    assert [(e.path, e.outcome, e.status) for e in out] == [("/e", "aborted", None)]
+
+
+def test_head_response_ends_at_its_headers_whatever_content_length_says() -> None:
+    conn, out, _ = connection()
+    conn.client_data(b"HEAD /f HTTP/1.1\r\nHost: x\r\n\r\n", 1)
+    conn.server_data(b"HTTP/1.1 200 OK\r\nContent-Length: 5000\r\n\r\n", 2)
+    conn.client_data(post("/g", b"1"), 3)
+    conn.server_data(OK, 4)
+    assert [(e.method, e.path, e.status, e.response_bytes) for e in out] == [("HEAD", "/f", 200, 0),
+                                                                              ("POST", "/g", 200, 2)]
+
+
+def test_tcp_stream_reorders_drops_retransmissions_and_skips_a_gap_that_never_fills() -> None:
+    stream = TcpStream(max_pending=2)
+    assert stream.push(1000, True, b"") == ([], False)
+    assert stream.push(1001, False, b"abc") == ([b"abc"], False)
+    assert stream.push(1007, False, b"ghi") == ([], False)  # ahead of a missing segment: held
+    assert stream.push(1004, False, b"def") == ([b"def", b"ghi"], False)
+    assert stream.push(1004, False, b"defghi") == ([], False)  # a retransmission
+    assert stream.push(1008, False, b"hijk") == ([b"jk"], False)  # overlap: only the new bytes
+    assert stream.push(1020, False, b"x") == ([], False)
+    assert stream.push(1030, False, b"y") == ([], False)
+    chunks, gap = stream.push(1040, False, b"z")  # too much held: the gap is given up
+    assert gap and chunks == [b"x"] and stream.gaps == 1
+
+
+def test_tcp_stream_survives_sequence_wraparound() -> None:
+    stream = TcpStream()
+    stream.push(2**32 - 2, True, b"")
+    assert stream.push(2**32 - 1, False, b"ab") == ([b"ab"], False)
+    assert stream.push(1, False, b"cd") == ([b"cd"], False)
+
+
+def test_port_filter_accepts_tcp_on_watched_ports_only() -> None:
+    program = port_filter({8000, 9000}, loopback_ifindex=1)
+    assert program[-1] == (0x06, 0, 0, 1 << 18) and all(0 <= jt <= 255 and 0 <= jf <= 255
+                                                        for _, jt, jf, _ in program)
+    ports = {k for code, _, _, k in program if code == 0x15 and k in (8000, 9000)}
+    assert ports == {8000, 9000}
+    # simulate the program on a hand-made IPv4/TCP packet, to 8000 and to 8001
+    assert run_bpf(program, ipv4_tcp(dport=8000)) > 0
+    assert run_bpf(program, ipv4_tcp(dport=8001)) == 0
+    assert run_bpf(program, ipv4_tcp(dport=8001, sport=9000)) > 0
+    assert run_bpf(program, ipv4_tcp(dport=8000, protocol=17)) == 0  # UDP
+    assert run_bpf(program, ipv4_tcp(dport=8000), outgoing_on=1) == 0  # loopback's duplicate copy
+
+
+def ipv4_tcp(dport: int, sport: int = 40000, protocol: int = 6) -> bytes:
+    import dpkt
+
+    tcp = dpkt.tcp.TCP(sport=sport, dport=dport, seq=1, flags=dpkt.tcp.TH_ACK, data=b"hello")
+    ip = dpkt.ip.IP(src=b"\x7f\x00\x00\x01", dst=b"\x7f\x00\x00\x01", p=protocol, data=tcp)
+    ip.len = len(bytes(ip))
+    return bytes(ip)
+
+
+def run_bpf(program: list[tuple[int, int, int, int]], packet: bytes, outgoing_on: int | None = None) -> int:
+    """A tiny interpreter of the instructions port_filter emits, to check its logic here."""
+    a = x = pc = 0
+    while True:
+        code, jt, jf, k = program[pc]
+        pc += 1
+        if code == 0x20:  # ld ancillary word
+            a = (4 if outgoing_on is not None else 0) if k == 0xFFFFF004 else (outgoing_on or 0)
+        elif code == 0x30:
+            a = packet[k]
+        elif code == 0x28:
+            a = int.from_bytes(packet[k:k + 2], "big")
+        elif code == 0x48:
+            a = int.from_bytes(packet[x + k:x + k + 2], "big")
+        elif code == 0xB1:
+            x = 4 * (packet[k] & 0xF)
+        elif code == 0x74:
+            a >>= k
+        elif code == 0x15:
+            pc += jt if a == k else jf
+        elif code == 0x45:
+            pc += jt if a & k else jf
+        elif code == 0x06:
+            return k
+        else:
+            raise AssertionError(f"unexpected opcode {code:#x}")

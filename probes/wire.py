@@ -48,6 +48,7 @@ class WireProbe:
     out_dir: Path
     ports: frozenset[int] = frozenset()
     start_timeout_s: float = 10.0
+    receive_buffer: int | None = None  # bytes of kernel buffer; the capture's default if None
     process: subprocess.Popen | None = None
     watched: tuple[int, ...] = ()
 
@@ -65,6 +66,8 @@ class WireProbe:
                    "--ports", ",".join(map(str, self.watched)), "--parent", str(os.getpid())]
         if self.pid is not None:
             command += ["--pid", str(self.pid)]
+        if self.receive_buffer is not None:
+            command += ["--receive-buffer", str(self.receive_buffer)]
         log = open(self.out_dir / LOG, "ab")
         self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL)
         log.close()

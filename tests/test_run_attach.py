@@ -46,7 +46,7 @@ def run_session(artifact_cache, tmp_path_factory) -> Path:
 def test_run_sample_server_collects_every_probe_that_can_run_here(run_session) -> None:
     session = load(run_session)
     counts = session.timeline["source"].value_counts()
-    for source in ("stages", "ort", "pyspy", "proc", "loadgen"):
+    for source in ("stages", "ort", "pyspy", "proc", "loadgen", "http"):
         assert counts.get(source, 0) > 0, (source, counts.to_dict())
     probes = session.meta["probes"]
     assert probes["nvml"]["status"] == "off" and "no NVIDIA driver" in probes["nvml"]["reason"]
@@ -60,13 +60,29 @@ def test_run_sample_server_collects_every_probe_that_can_run_here(run_session) -
     assert session.meta["outcome"] == "done"
 
 
+def test_run_wire_requests_equal_the_load_generators_own_records(run_session) -> None:
+    import orjson
+
+    from profiler.wire_stats import wire_requests
+
+    tl = load(run_session).timeline
+    client = tl[tl["source"] == "loadgen"]
+    sent = {str(rid): orjson.loads(args) for rid, args in zip(client["request_id"], client["args"])}
+    wire = wire_requests(tl).set_index("request_id")
+    assert set(wire.index) == set(sent)  # every request the client made, warm-up included, and no other
+    for rid, record in sent.items():
+        seen = wire.loc[rid]
+        assert (seen["request_bytes"], seen["response_bytes"], seen["status"], seen["body_sha256"]) == (
+            record["bytes_sent"], record["bytes_received"], record["status"], record["sha256"]), rid
+
+
 def test_export_and_diff_commands(run_session, tmp_path) -> None:
     chrome, speedscope, parquet = tmp_path / "t.json", tmp_path / "s.json", tmp_path / "e.parquet"
     result = prof("export", str(run_session), "--chrome", str(chrome), "--speedscope", str(speedscope),
                   "--parquet", str(parquet))
     assert result.returncode == 0, result.stderr
     trace = json.loads(chrome.read_text())
-    assert {e.get("cat") for e in trace["traceEvents"]} >= {"stages", "ort", "loadgen", "pyspy"}
+    assert {e.get("cat") for e in trace["traceEvents"]} >= {"stages", "ort", "loadgen", "pyspy", "http"}
     assert json.loads(speedscope.read_text())["profiles"]
     import pandas as pd
 

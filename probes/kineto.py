@@ -14,18 +14,23 @@ copied: a kernel's ``correlation`` arg already names the runtime call that launc
 
 from __future__ import annotations
 
-import gzip
 import re
 from dataclasses import dataclass, field
+from itertools import compress, repeat
+from operator import attrgetter
 from pathlib import Path
+from typing import Union
 
 import msgspec
 import numpy as np
 import orjson
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
+from isal import igzip
+from isal.igzip_lib import IsalError
 
-from profiler.timeline import gpu_pid, make_events
+from profiler.timeline import STAGES, gpu_pid, make_events
 
 SOURCE = "torch"
 HOST_CATEGORIES = frozenset({"cpu_op", "user_annotation", "python_function", "cuda_runtime", "cuda_driver"})
@@ -50,12 +55,23 @@ class KinetoTrace:
     parser: str = "typed"  # or "generic" when the trace did not fit the typed shape
 
 
+def read_maybe_gzipped(path: Path | str) -> bytes:
+    """The file's bytes, gunzipped if they start with the gzip magic. ISA-L inflates about three
+    times as fast as zlib; its error on a corrupt stream is raised as ValueError, so a caller
+    catches OSError, EOFError or ValueError for every way reading can fail."""
+    raw = Path(path).read_bytes()
+    if raw[:2] != b"\x1f\x8b":
+        return raw
+    try:
+        return igzip.decompress(raw)
+    except IsalError as exc:
+        raise ValueError(f"corrupt gzip stream: {exc}") from None
+
+
 def load_json_file(path: Path | str) -> tuple[bytes, object]:
     """(decompressed bytes, parsed JSON) of a plain or gzipped JSON file.
     Raises OSError, EOFError or ValueError as reading, gunzip or parsing fail."""
-    raw = Path(path).read_bytes()
-    if raw[:2] == b"\x1f\x8b":
-        raw = gzip.decompress(raw)
+    raw = read_maybe_gzipped(path)
     return raw, orjson.loads(raw)
 
 
@@ -63,11 +79,8 @@ _NO_RAW = msgspec.Raw(b"")  # absent; omitted when encoding
 
 
 class _Args(msgspec.Struct, omit_defaults=True, gc=False):
-    """The kineto ``args`` we keep (others are skipped while parsing, never materialised).
-    ``cat`` (and ``copy``/``memory`` for copies) are ours, set before re-encoding."""
-    cat: str | None = None
-    copy: str | None = None
-    memory: str | None = None
+    """The kineto ``args`` we keep, in ``_ARG_KEYS`` order (others are skipped while parsing,
+    never materialised). Few fields on purpose: each one costs every event's decode."""
     correlation: int | None = None
     stream: int | None = None
     device: int | None = None
@@ -80,28 +93,53 @@ class _Args(msgspec.Struct, omit_defaults=True, gc=False):
     registers: int | None = msgspec.field(default=None, name="registers per thread")
     shared_memory: int | None = msgspec.field(default=None, name="shared memory")
     occupancy: float | None = msgspec.field(default=None, name="est. achieved occupancy %")
-    name: str | None = None  # process_name / thread_name metadata
 
 
-class _Event(msgspec.Struct, gc=False):
-    ph: str = ""
+class _Complete(msgspec.Struct, tag_field="ph", tag="X", gc=False):
+    """A complete ("X") event: the only phase whose events become rows."""
     cat: str = ""
     name: str = ""
     pid: int | str | None = None
     tid: int | str | None = None
     ts: float = 0.0
     dur: float = 0.0
-    args: _Args | None = None
+    args: _Args = msgspec.field(default_factory=_Args)
+
+
+class _NameArgs(msgspec.Struct, gc=False):
+    name: str | None = None
+
+
+class _Metadata(msgspec.Struct, tag_field="ph", tag="M", gc=False):
+    """process_name / thread_name."""
+    name: str = ""
+    pid: int | str | None = None
+    tid: int | str | None = None
+    args: _NameArgs | None = None
+
+
+# Every other phase of the Chrome trace format decodes to an empty struct: its fields are
+# skipped, never built (a third of a training trace is ac2g flow events). A phase outside the
+# format fails the typed decode, and the trace takes the generic path.
+_SKIPPED_PHASES = tuple(msgspec.defstruct(f"_Phase{ord(phase)}", [], tag_field="ph", tag=phase, gc=False)
+                        for phase in "BEiICbneSTpFstfPNODVvRc()")
 
 
 class _Document(msgspec.Struct, gc=False):
-    traceEvents: list[_Event]
+    traceEvents: list[Union[(_Complete, _Metadata, *_SKIPPED_PHASES)]]  # type: ignore[valid-type]
     deviceProperties: list[dict] | None = None
     baseTimeNanoseconds: int | None = None
 
 
 _DECODER = msgspec.json.Decoder(_Document)
 _ENCODE = msgspec.json.Encoder().encode
+_KEPT = tuple(sorted(HOST_CATEGORIES | DEVICE_CATEGORIES))  # a kept category's code is its index
+_CAT_CODE = {cat: code for code, cat in enumerate(_KEPT)}
+_CAT_IS_DEVICE = np.array([cat in DEVICE_CATEGORIES for cat in _KEPT])
+_CAT_STAGE = {"kernel": "inference", "gpu_memset": "inference"}
+_CAT_STAGE_CODE = np.array([STAGES.index(_CAT_STAGE[c]) if c in _CAT_STAGE else -1 for c in _KEPT], np.int8)
+_CAT_HEAD = pa.array([f'{{"cat":"{cat}"' for cat in _KEPT])
+_ABSENT = np.iinfo(np.int64).min  # an int arg that is missing (or null)
 
 
 def read_trace_json(path: Path | str) -> dict:
@@ -121,9 +159,7 @@ def ingest_kineto(path: Path | str) -> KinetoTrace:
     args) goes through the generic JSON path instead, with the same result."""
     path = Path(path)
     try:
-        raw = path.read_bytes()
-        if raw[:2] == b"\x1f\x8b":
-            raw = gzip.decompress(raw)
+        raw = read_maybe_gzipped(path)
     except (OSError, EOFError, ValueError) as exc:
         raise KinetoError(f"{path}: not a readable kineto trace ({exc})") from None
     try:
@@ -134,60 +170,92 @@ def ingest_kineto(path: Path | str) -> KinetoTrace:
     base = int(document.baseTimeNanoseconds or 0)
     process_names: dict[int, str] = {}
     thread_names: dict[tuple[int, int], str] = {}
-    keep = HOST_CATEGORIES | DEVICE_CATEGORIES
-    rows = [e for e in document.traceEvents if e.ph == "X" and e.cat in keep]
-    for event in [e for e in document.traceEvents if e.ph == "M"]:
-        if isinstance(event.pid, int) and event.args is not None and event.args.name:
+    for event in [e for e in document.traceEvents if e.__class__ is _Metadata]:
+        if isinstance(event.pid, int) and event.args is not None and event.args.name is not None:
             if event.name == "process_name":
                 process_names[event.pid] = event.args.name
             elif event.name == "thread_name" and isinstance(event.tid, int):
                 thread_names[(event.pid, event.tid)] = event.args.name
-    events = _typed_frame(rows, base)
+    events = _typed_frame([e for e in document.traceEvents if e.__class__ is _Complete], base)
     return KinetoTrace(events, list(document.deviceProperties or []), process_names, thread_names, base)
 
 
-def _typed_frame(rows: list[_Event], base_ns: int) -> pd.DataFrame:
-    """Columns by list comprehension over the decoded structs, then numpy; args re-encoded
-    by msgspec (compact, only the kept keys) behind a per-category head."""
+_CAT, _NAME, _PID, _TID = attrgetter("cat"), attrgetter("name"), attrgetter("pid"), attrgetter("tid")
+_TS, _DUR, _ARGS = attrgetter("ts"), attrgetter("dur"), attrgetter("args")
+
+
+def _typed_frame(rows: list[_Complete], base_ns: int) -> pd.DataFrame:
+    """Columns pulled from the decoded structs by C-level ``map``s (no Python loop over all
+    events); the categories become small integer codes that index per-category tables."""
+    codes = np.fromiter(map(_CAT_CODE.get, map(_CAT, rows), repeat(-1)), np.int8, len(rows))
+    if (codes < 0).any():
+        rows = list(compress(rows, codes >= 0))
+        codes = codes[codes >= 0]
     n = len(rows)
-    cats = [e.cat for e in rows]
-    names = [e.name for e in rows]
-    raw_args = [e.args or _Args() for e in rows]
-    device = np.fromiter((c in DEVICE_CATEGORIES for c in cats), dtype=bool, count=n)
-    ts_ns = base_ns + _us_array_to_ns([e.ts for e in rows])
-    dur_ns = np.maximum(_us_array_to_ns([e.dur for e in rows]), 0)
-    host_pid = _int_column([e.pid for e in rows], -1)
-    host_tid = _int_column([e.tid for e in rows], -1)
-    dev_id = np.where(device, _int_column([a.device for a in raw_args], -1), -1)
-    dev_id = np.where(dev_id >= 0, dev_id, np.maximum(host_pid, 0))
-    stream = _int_column([a.stream for a in raw_args], -2)
-    pid = np.where(device, gpu_pid(dev_id), host_pid)
-    tid = np.where(device, np.where(stream != -2, stream, host_tid), host_tid)
-    stages: list[str | None] = [_CAT_STAGE.get(c) for c in cats]
-    for a, c in zip(raw_args, cats):
-        a.cat = c
-    for i in np.flatnonzero(np.asarray(cats, dtype=object) == "gpu_memcpy"):
+    names = list(map(_NAME, rows))
+    args = list(map(_ARGS, rows))
+    ts_ns = base_ns + _us_array_to_ns(np.fromiter(map(_TS, rows), np.float64, n))
+    dur_ns = np.maximum(_us_array_to_ns(np.fromiter(map(_DUR, rows), np.float64, n)), 0)
+    pid = _int_column(list(map(_PID, rows)), -1)
+    tid = _int_column(list(map(_TID, rows)), -1)
+    on_gpu = np.flatnonzero(_CAT_IS_DEVICE[codes])
+    pid[on_gpu], tid[on_gpu] = _gpu_lanes([rows[i] for i in on_gpu.tolist()])
+    stages = _CAT_STAGE_CODE[codes]
+    copies = np.flatnonzero(codes == _CAT_CODE["gpu_memcpy"])
+    extras: list[str | None] = [None] * n
+    for i in copies.tolist():
         match = _MEMCPY.match(names[i])
         if match:
             direction, src, dst = match.groups()
-            raw_args[i].copy = direction
-            raw_args[i].memory = "pinned" if "Pinned" in (src, dst) else "pageable" if "Pageable" in (src, dst) \
-                else "device"
-            stages[i] = _MEMCPY_STAGE.get(direction, "inference")
-    args = pa.array(list(map(_ENCODE, raw_args)), pa.binary()).cast(pa.string())
-    return make_events(ts_ns=ts_ns, source=SOURCE, kind="span", name=names, dur_ns=dur_ns, pid=pid, tid=tid,
-                       stage=stages, args=args)
+            extras[i] = f'"copy":"{direction}","memory":"{_copy_memory(src, dst)}"'
+            stages[i] = STAGES.index(_MEMCPY_STAGE.get(direction, "inference"))
+    return make_events(ts_ns=ts_ns, source=SOURCE, kind="span", name=_categorical(names), dur_ns=dur_ns, pid=pid,
+                       tid=tid, stage=pd.Categorical.from_codes(stages, categories=STAGES),
+                       args=_args_json(args, codes, extras))
 
 
-_CAT_STAGE = {"kernel": "inference", "gpu_memset": "inference"}
+def _gpu_lanes(rows: list[_Complete]) -> tuple[np.ndarray, np.ndarray]:
+    """(pid, tid) of device events: the GPU of the ``device`` arg (else the event's pid) and
+    the ``stream`` arg (else the event's tid), as the generic path reads them."""
+    device = _int_column([e.args.device for e in rows], _ABSENT)
+    stream = _int_column([e.args.stream for e in rows], _ABSENT)
+    device = np.where(device != _ABSENT, device, _int_column([e.pid for e in rows], 0))
+    stream = np.where(stream != _ABSENT, stream, _int_column([e.tid for e in rows], -1))
+    return gpu_pid(device), stream
+
+
+def _copy_memory(src: str, dst: str) -> str:
+    return "pinned" if "Pinned" in (src, dst) else "pageable" if "Pageable" in (src, dst) else "device"
+
+
+def _args_json(args: list[_Args], codes: np.ndarray, extras: list[str | None]) -> pa.Array:
+    """Per row ``{"cat":…,<kept args>,<extras>}`` as compact JSON text. msgspec encodes each
+    row's args once; Arrow joins in the category head and the extras column-wise."""
+    bodies = pa.array(list(map(_ENCODE, args)), pa.binary()).cast(pa.string())
+    inner = pc.utf8_slice_codeunits(bodies, 1, -1)  # between the braces
+    inner = pc.if_else(pc.equal(inner, ""), pa.scalar(None, pa.string()), inner)  # nulls are skipped
+    joined = pc.binary_join_element_wise(_CAT_HEAD.take(pa.array(codes)), inner, pa.array(extras, pa.string()),
+                                         ",", null_handling="skip")
+    return pc.binary_join_element_wise(joined, "}", "")
+
+
+def _categorical(values: list[str]) -> pd.Categorical:
+    """``pd.Categorical(values)`` (sorted categories) through Arrow's hash encoding, which is
+    faster on many repeats of a few hundred long kernel names."""
+    encoded = pa.array(values, pa.string()).dictionary_encode()
+    uniques = encoded.dictionary.to_pylist()
+    order = sorted(range(len(uniques)), key=uniques.__getitem__)
+    rank = np.empty(len(order), dtype=np.int32)
+    rank[order] = np.arange(len(order), dtype=np.int32)
+    return pd.Categorical.from_codes(rank[encoded.indices.to_numpy()], categories=[uniques[i] for i in order])
 
 
 def _int_column(values: list, default: int) -> np.ndarray:
     """int64 array of ``values``; anything not an int (None, a string pid such as "Spans") → default."""
-    try:
-        return np.array(values, dtype=np.int64)
-    except (TypeError, ValueError, OverflowError):
-        return np.array([v if type(v) is int else default for v in values], dtype=np.int64)
+    array = np.array(values)
+    if array.dtype.kind == "i":  # numpy infers a string or object dtype if any value is not an int
+        return array.astype(np.int64, copy=False)
+    return np.array([v if type(v) is int else default for v in values], dtype=np.int64)
 
 
 def _ingest_generic(document: dict) -> KinetoTrace:
@@ -245,8 +313,7 @@ def _to_frame(rows: list[dict], base_ns: int) -> pd.DataFrame:
             if match:
                 direction, src, dst = match.groups()
                 kept["copy"] = direction
-                kept["memory"] = "pinned" if "Pinned" in (src, dst) else "pageable" if "Pageable" in (src, dst) \
-                    else "device"
+                kept["memory"] = _copy_memory(src, dst)
                 stages[i] = _MEMCPY_STAGE.get(direction, "inference")
         elif cat in ("kernel", "gpu_memset"):
             stages[i] = "inference"

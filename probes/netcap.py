@@ -177,10 +177,14 @@ class PacketSocket:
         except OSError:  # without CAP_NET_ADMIN: the ordinary limit (net.core.rmem_max)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.receive_buffer)
         sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
-        sock.settimeout(self.timeout_s)
         self._sock = sock
+        self.set_timeout()
         self.set_ports(self.ports)
         self.statistics()  # the counters start at the filter, not at socket creation
+
+    def set_timeout(self) -> None:
+        if self._sock is not None:
+            self._sock.settimeout(self.timeout_s)
 
     def set_ports(self, ports: set[int]) -> None:
         """Replace the kernel filter (atomic: no packet sees a half-installed one)."""

@@ -77,7 +77,7 @@ class WireProbe:
             raise WireError(line.removeprefix("error: ") if line else "the capture process did not start "
                             f"(see {self.out_dir / LOG})")
 
-    def stop(self, timeout_s: float = 10.0) -> dict:
+    def stop(self, timeout_s: float = 20.0) -> dict:
         """End the capture (it writes what it holds) and return its counters."""
         process, self.process = self.process, None
         if process is not None:
@@ -118,6 +118,9 @@ def problems_of(stats: dict) -> list[str]:
     if stats.get("drops"):
         notes.append(f"the kernel dropped {stats['drops']:,} of {stats['packets'] + stats['drops']:,} packets "
                      "(capture buffer overrun): some exchanges are missing")
+    if stats.get("unread_at_stop"):
+        notes.append("the capture ran behind the traffic and stopped with packets still unread: the last "
+                     "exchanges are missing")
     if stats.get("gaps"):
         notes.append(f"{stats['gaps']} gaps in TCP streams (lost segments): the affected messages were skipped")
     if stats.get("tls_connections"):

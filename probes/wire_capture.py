@@ -32,6 +32,7 @@ STATS = "capture.json"
 READY = "ready"
 _FLUSH_S = 0.5
 _REFRESH_S = 1.0
+DRAIN_S = 8.0
 
 
 @dataclass
@@ -55,6 +56,7 @@ class WireCapture:
     connections_seen: int = 0
     port_events: list[dict] = field(default_factory=list)
     listening: set[int] | None = None
+    unread_at_stop: bool = False
     _flows: dict[tuple[str, int, str, int], _Flow] = field(default_factory=dict)
 
     def handle(self, segment: Segment) -> None:
@@ -125,7 +127,8 @@ class WireCapture:
     def stats(self, packets: int, drops: int) -> dict:
         return {"ports": sorted(self.ports), "packets": packets, "drops": drops, "exchanges": self.exchanges,
                 "connections": self.connections_seen, "open_connections": len(self._flows),
-                "port_events": self.port_events, **self.counters.as_dict()}
+                "port_events": self.port_events, "unread_at_stop": self.unread_at_stop,
+                "cpu_s": round(time.process_time(), 3), **self.counters.as_dict()}
 
 
 def run_capture(pid: int | None, ports: set[int], out_dir: Path, receive_buffer: int,
@@ -147,9 +150,7 @@ def run_capture(pid: int | None, ports: set[int], out_dir: Path, receive_buffer:
             while not stop["stop"]:
                 received = sock.receive()
                 if received is not None:
-                    segment = decode_segment(received[1], received[0])
-                    if segment is not None:
-                        capture.handle(segment)
+                    _handle(capture, received)
                 now = time.monotonic()
                 if now - last_flush >= _FLUSH_S:
                     out.flush()
@@ -161,12 +162,33 @@ def run_capture(pid: int | None, ports: set[int], out_dir: Path, receive_buffer:
                     _write_stats(out_dir, capture.stats(*sock.statistics()))
                     if parent is not None and os.getppid() != parent:
                         break
+            capture.unread_at_stop = _drain(sock, capture)
         finally:
             capture.finish()
             out.flush()
             _write_stats(out_dir, capture.stats(*sock.statistics()))
             sock.close()
     return 0
+
+
+def _handle(capture: WireCapture, received: tuple[int, bytes]) -> None:
+    segment = decode_segment(received[1], received[0])
+    if segment is not None:
+        capture.handle(segment)
+
+
+def _drain(sock: PacketSocket, capture: WireCapture, limit_s: float = DRAIN_S) -> bool:
+    """Parse what the kernel still holds when asked to stop (the capture may run behind a
+    burst); True if some was left after ``limit_s``."""
+    sock.timeout_s = 0.05
+    sock.set_timeout()
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        received = sock.receive()
+        if received is None:
+            return False
+        _handle(capture, received)
+    return True
 
 
 def _stop_flag() -> dict[str, bool]:

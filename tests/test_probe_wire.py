@@ -244,3 +244,22 @@ def test_overrun_malformed_burst_and_closed_port_are_reported_and_nothing_is_los
     # http.server answers a request line it cannot read without a status line (HTTP/0.9
     # style), so those answers are malformed too: the requests are kept without a status
     assert stats["malformed_responses"] >= 5
+
+
+def test_prof_run_a_command_with_url_sees_every_load_generator_request_on_the_wire(tmp_path) -> None:
+    port = free_port()
+    out = tmp_path / "cmd"
+    result = subprocess.run([*PROF, "run", "--duration", "3", "--warmup", "0.5", "--concurrency", "3",
+                             "--duplicates", "0.5", "--url", f"http://127.0.0.1:{port}/classify", "--out", str(out),
+                             "--", sys.executable, str(SERVER), str(port)], capture_output=True, text=True,
+                            timeout=180, env={**os.environ, "COLUMNS": "200"})
+    assert result.returncode == 0, result.stderr + result.stdout
+    tl = load(out).timeline
+    client = tl[tl["source"] == "loadgen"]
+    wire = wire_requests(tl).set_index("request_id")
+    assert len(client) > 20 and set(wire.index) == set(client["request_id"].astype(str))
+    sent = client.set_index(client["request_id"].astype(str))["args"].map(json.loads)
+    assert all(wire.loc[rid, "request_bytes"] == args["bytes_sent"] and wire.loc[rid, "body_sha256"] == args["sha256"]
+               for rid, args in sent.items())
+    client_repeats = float(np.mean([args["duplicate"] for args in sent.values]))
+    assert wire_stats(tl).duplicate_fraction == pytest.approx(client_repeats)

@@ -27,7 +27,7 @@ import orjson
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-from isal import igzip
+from isal import igzip, isal_zlib
 from isal.igzip_lib import IsalError
 
 from profiler.timeline import STAGES, gpu_pid, make_events
@@ -56,16 +56,23 @@ class KinetoTrace:
 
 
 def read_maybe_gzipped(path: Path | str) -> bytes:
-    """The file's bytes, gunzipped if they start with the gzip magic. ISA-L inflates about three
-    times as fast as zlib; its error on a corrupt stream is raised as ValueError, so a caller
-    catches OSError, EOFError or ValueError for every way reading can fail."""
+    """The file's bytes, gunzipped if they start with the gzip magic. Raises OSError, EOFError
+    or ValueError (a corrupt stream) as reading or gunzip fail."""
     raw = Path(path).read_bytes()
     if raw[:2] != b"\x1f\x8b":
         return raw
+    # One ISA-L inflate over the whole file: about three times zlib's speed, and unlike the
+    # chunked gzip reader it does not copy the output once more.
+    inflater = isal_zlib.decompressobj(wbits=31)  # 31: a gzip header and trailer around the stream
     try:
-        return igzip.decompress(raw)
+        data = inflater.decompress(raw)
+        if not inflater.eof:
+            raise EOFError("compressed file ended before the end-of-stream marker")
+        if inflater.unused_data:  # more gzip members follow: the gzip reader walks them all
+            data = igzip.decompress(raw)
     except IsalError as exc:
-        raise ValueError(f"corrupt gzip stream: {exc}") from None
+        raise ValueError(f"corrupt gzip stream ({exc})") from None
+    return data
 
 
 def load_json_file(path: Path | str) -> tuple[bytes, object]:

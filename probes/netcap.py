@@ -37,7 +37,8 @@ _SEQ_MOD = 1 << 32
 
 # Classic BPF opcodes (linux/filter.h) and the ancillary offsets for packet type / ifindex.
 _LDB, _LDH, _LDW_ABS, _LDH_IND, _LDXB_MSH = 0x30, 0x28, 0x20, 0x48, 0xB1
-_RSH, _JEQ, _JSET, _RET = 0x74, 0x15, 0x45, 0x06
+_LDB_IND, _LDX_MEM, _ST = 0x50, 0x61, 0x02
+_RSH, _AND, _ADD_X, _JEQ, _JSET, _JGT_X, _RET = 0x74, 0x54, 0x0C, 0x15, 0x45, 0x2D, 0x06
 _AD_PKTTYPE, _AD_IFINDEX = 0xFFFFF004, 0xFFFFF008
 
 
@@ -76,10 +77,12 @@ def listening_ports(pid: int) -> set[int]:
 
 def port_filter(ports: Iterable[int], loopback_ifindex: int) -> list[tuple[int, int, int, int]]:
     """A classic BPF program accepting TCP segments (IPv4 unfragmented, or IPv6 with TCP as
-    the next header) from or to any of ``ports``, except loopback's duplicate sent copies.
-    Instructions are (code, jump-if-true, jump-if-false, k); jumps are resolved from labels."""
+    the next header) from or to any of ``ports`` that carry data or open/close a connection;
+    bare acknowledgements (half the packets of a busy connection) and loopback's duplicate
+    sent copies stay in the kernel. Instructions are (code, jump-if-true, jump-if-false, k);
+    jumps are resolved from labels."""
     ports = sorted(set(ports))
-    program: list[tuple[int, object, object, int]] = [
+    program: list[tuple[int | str, object, object, int]] = [
         (_LDW_ABS, 0, 0, _AD_PKTTYPE), (_JEQ, "out", "ip", PACKET_OUTGOING),
         ("out", None, None, 0), (_LDW_ABS, 0, 0, _AD_IFINDEX), (_JEQ, "reject", "ip", loopback_ifindex),
         ("ip", None, None, 0), (_LDB, 0, 0, 0), (_RSH, 0, 0, 4), (_JEQ, "v4", "v6?", 4),
@@ -87,18 +90,28 @@ def port_filter(ports: Iterable[int], loopback_ifindex: int) -> list[tuple[int, 
         ("v4", None, None, 0), (_LDB, 0, 0, 9), (_JEQ, "v4tcp", "reject", 6),
         ("v4tcp", None, None, 0), (_LDH, 0, 0, 6), (_JSET, "reject", "v4ports", 0x1FFF),
         ("v4ports", None, None, 0), (_LDXB_MSH, 0, 0, 0),
-        *_match_ports(_LDH_IND, 0, ports), *_match_ports(_LDH_IND, 2, ports), (_RET, 0, 0, 0),
+        *_match_ports(_LDH_IND, 0, ports, "v4data"), *_match_ports(_LDH_IND, 2, ports, "v4data"), (_RET, 0, 0, 0),
+        # IPv4: keep SYN/FIN/RST, else only if total length > IP header + TCP header
+        ("v4data", None, None, 0), (_LDB_IND, 0, 0, 13), (_JSET, "accept", 0, 0x07),
+        (_LDB_IND, 0, 0, 12), (_AND, 0, 0, 0xF0), (_RSH, 0, 0, 2), (_ADD_X, 0, 0, 0), (_ST, 0, 0, 0),
+        (_LDH, 0, 0, 2), (_JEQ, "accept", 0, 0),  # 0: a segmentation-offload giant; let it through
+        (_LDX_MEM, 0, 0, 0), (_JGT_X, "accept", "reject", 0),
         ("v6", None, None, 0), (_LDB, 0, 0, 6), (_JEQ, "v6tcp", "reject", 6),
-        ("v6tcp", None, None, 0), *_match_ports(_LDH, 40, ports), *_match_ports(_LDH, 42, ports),
+        ("v6tcp", None, None, 0), *_match_ports(_LDH, 40, ports, "v6data"),
+        *_match_ports(_LDH, 42, ports, "v6data"), (_RET, 0, 0, 0),
+        # IPv6: payload length counts the TCP header, not the fixed 40-byte IPv6 header
+        ("v6data", None, None, 0), (_LDB, 0, 0, 53), (_JSET, "accept", 0, 0x07),
+        (_LDB, 0, 0, 52), (_AND, 0, 0, 0xF0), (_RSH, 0, 0, 2), (_ST, 0, 0, 0),
+        (_LDH, 0, 0, 4), (_LDX_MEM, 0, 0, 0), (_JGT_X, "accept", "reject", 0),
         ("reject", None, None, 0), (_RET, 0, 0, 0),
         ("accept", None, None, 0), (_RET, 0, 0, SNAP_BYTES),
     ]
     return _resolve(program)
 
 
-def _match_ports(load: int, offset: int, ports: list[int]) -> list[tuple[int, object, object, int]]:
+def _match_ports(load: int, offset: int, ports: list[int], target: str) -> list[tuple[int, object, object, int]]:
     out: list[tuple[int, object, object, int]] = [(load, 0, 0, offset)]
-    out += [(_JEQ, "accept", 0, port) for port in ports]
+    out += [(_JEQ, target, 0, port) for port in ports]
     return out
 
 
@@ -166,6 +179,10 @@ class PacketSocket:
     packets: int = 0
     drops: int = 0
     _sock: socket.socket | None = None
+    _buffer: bytearray = field(default_factory=lambda: bytearray(SNAP_BYTES))
+
+    def __post_init__(self) -> None:
+        self._view = memoryview(self._buffer)
 
     def open(self) -> None:
         try:
@@ -200,9 +217,12 @@ class PacketSocket:
         """(kernel receive time in epoch ns, packet) or None after ``timeout_s`` of silence."""
         assert self._sock is not None
         try:
-            data, ancillary, _flags, _address = self._sock.recvmsg(SNAP_BYTES, 64)
+            # Into one reused buffer: a fresh 256 KiB bytes per packet (recvmsg) costs an
+            # mmap and page faults each time, more than the rest of the packet's handling.
+            size, ancillary, _flags, _address = self._sock.recvmsg_into([self._buffer], 64)
         except socket.timeout:
             return None
+        data = bytes(self._view[:size])
         for level, kind, value in ancillary:
             if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(value) >= 16:
                 seconds, nanos = struct.unpack_from("qq", value)

@@ -49,6 +49,7 @@ class WireProbe:
     ports: frozenset[int] = frozenset()
     start_timeout_s: float = 10.0
     receive_buffer: int | None = None  # bytes of kernel buffer; the capture's default if None
+    refresh_s: float | None = None  # seconds between port re-reads; the capture's default if None
     process: subprocess.Popen | None = None
     watched: tuple[int, ...] = ()
 
@@ -68,6 +69,8 @@ class WireProbe:
             command += ["--pid", str(self.pid)]
         if self.receive_buffer is not None:
             command += ["--receive-buffer", str(self.receive_buffer)]
+        if self.refresh_s is not None:
+            command += ["--refresh-s", str(self.refresh_s)]
         log = open(self.out_dir / LOG, "ab")
         self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL)
         log.close()

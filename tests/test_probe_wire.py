@@ -211,7 +211,7 @@ def test_without_cap_net_raw_the_wire_probe_is_off_and_the_other_probes_go_on(pl
 def test_overrun_malformed_burst_and_closed_port_are_reported_and_nothing_is_lost(plain_server, tmp_path) -> None:
     process, port = plain_server
     probe = WireProbe(process.pid, tmp_path / "http")
-    probe.receive_buffer = 64 << 10
+    probe.receive_buffer, probe.refresh_s = 64 << 10, 0.5
     probe.start()
     try:
         first = http.client.HTTPConnection("127.0.0.1", port)
@@ -228,7 +228,7 @@ def test_overrun_malformed_burst_and_closed_port_are_reported_and_nothing_is_los
                 sock.recv(4096)
         first.request("GET", "/close-listener", headers={"X-Request-ID": "closing"})
         first.getresponse().read()
-        time.sleep(1.6)  # the capture re-reads the listening ports every second
+        time.sleep(1.2)  # the capture re-reads the listening ports (every 0.5 s here)
         first.request("POST", "/classify", b"after", {"X-Request-ID": "after"})  # kept-alive connection lives on
         first.getresponse().read()
         time.sleep(0.3)

@@ -133,12 +133,27 @@ def test_port_filter_accepts_tcp_on_watched_ports_only() -> None:
     assert run_bpf(program, ipv4_tcp(dport=8001, sport=9000)) > 0
     assert run_bpf(program, ipv4_tcp(dport=8000, protocol=17)) == 0  # UDP
     assert run_bpf(program, ipv4_tcp(dport=8000), outgoing_on=1) == 0  # loopback's duplicate copy
+    assert run_bpf(program, ipv4_tcp(dport=8000, data=b"")) == 0  # a bare ACK
+    assert run_bpf(program, ipv4_tcp(dport=8000, data=b"", flags=0x02)) > 0  # SYN
+    assert run_bpf(program, ipv4_tcp(dport=8000, data=b"", flags=0x11)) > 0  # FIN+ACK
+    assert run_bpf(program, ipv6_tcp(dport=9000)) > 0
+    assert run_bpf(program, ipv6_tcp(dport=9000, data=b"")) == 0
+    assert run_bpf(program, ipv6_tcp(dport=9001)) == 0
 
 
-def ipv4_tcp(dport: int, sport: int = 40000, protocol: int = 6) -> bytes:
+def ipv6_tcp(dport: int, data: bytes = b"hello") -> bytes:
     import dpkt
 
-    tcp = dpkt.tcp.TCP(sport=sport, dport=dport, seq=1, flags=dpkt.tcp.TH_ACK, data=b"hello")
+    tcp = dpkt.tcp.TCP(sport=40000, dport=dport, seq=1, flags=0x10, data=data)
+    ip = dpkt.ip6.IP6(src=b"\x00" * 15 + b"\x01", dst=b"\x00" * 15 + b"\x01", nxt=6, hlim=64, data=tcp)
+    ip.plen = len(bytes(tcp))
+    return bytes(ip)
+
+
+def ipv4_tcp(dport: int, sport: int = 40000, protocol: int = 6, data: bytes = b"hello", flags: int = 0x10) -> bytes:
+    import dpkt
+
+    tcp = dpkt.tcp.TCP(sport=sport, dport=dport, seq=1, flags=flags, data=data)
     ip = dpkt.ip.IP(src=b"\x7f\x00\x00\x01", dst=b"\x7f\x00\x00\x01", p=protocol, data=tcp)
     ip.len = len(bytes(ip))
     return bytes(ip)
@@ -147,25 +162,31 @@ def ipv4_tcp(dport: int, sport: int = 40000, protocol: int = 6) -> bytes:
 def run_bpf(program: list[tuple[int, int, int, int]], packet: bytes, outgoing_on: int | None = None) -> int:
     """A tiny interpreter of the instructions port_filter emits, to check its logic here."""
     a = x = pc = 0
+    memory = [0] * 16
+    loads = {0x30: 1, 0x28: 2, 0x50: -1, 0x48: -2}  # size; negative: indexed by X
     while True:
         code, jt, jf, k = program[pc]
         pc += 1
         if code == 0x20:  # ld ancillary word
             a = (4 if outgoing_on is not None else 0) if k == 0xFFFFF004 else (outgoing_on or 0)
-        elif code == 0x30:
-            a = packet[k]
-        elif code == 0x28:
-            a = int.from_bytes(packet[k:k + 2], "big")
-        elif code == 0x48:
-            a = int.from_bytes(packet[x + k:x + k + 2], "big")
+        elif code in loads:
+            size, at = abs(loads[code]), k + (x if loads[code] < 0 else 0)
+            a = int.from_bytes(packet[at:at + size], "big")
         elif code == 0xB1:
             x = 4 * (packet[k] & 0xF)
         elif code == 0x74:
             a >>= k
-        elif code == 0x15:
-            pc += jt if a == k else jf
-        elif code == 0x45:
-            pc += jt if a & k else jf
+        elif code == 0x54:
+            a &= k
+        elif code == 0x0C:
+            a += x
+        elif code == 0x02:
+            memory[k] = a
+        elif code == 0x61:
+            x = memory[k]
+        elif code in (0x15, 0x45, 0x2D):
+            taken = a == k if code == 0x15 else bool(a & k) if code == 0x45 else a > x
+            pc += jt if taken else jf
         elif code == 0x06:
             return k
         else:

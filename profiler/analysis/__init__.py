@@ -1,0 +1,1 @@
+"""Diagnosis: timeline -> hotspots, stage attribution, findings with evidence, fixes and estimated gains."""

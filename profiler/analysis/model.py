@@ -1,0 +1,128 @@
+"""The report model: findings, hotspots and the stage breakdown that analyzers produce and
+renderers (text, Markdown, JSON, the TUI) display. Small dataclasses, no analysis here.
+
+The JSON form (:meth:`Report.to_dict`) is a stable, documented schema (``SCHEMA_VERSION``):
+
+``findings[]``: ``rule`` (kebab-case id), ``severity`` (critical/high/medium/low/info),
+``title``, ``share`` (fraction of end-to-end request time — or of wall time where no
+requests exist — that the finding explains), ``evidence`` (measured figures, by name),
+``events`` (where in the timeline the evidence lies: source, names/stages, time window),
+``fix`` (``summary``, ``snippet``, ``knob`` for the sample server or null),
+``estimated_gain`` (``throughput_x``, ``throughput_rps`` before/after, ``p50_ms`` before/after,
+``method``, ``assumptions``) or null.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+SCHEMA_VERSION = 1
+Severity = Literal["critical", "high", "medium", "low", "info"]
+SEVERITIES: tuple[Severity, ...] = ("critical", "high", "medium", "low", "info")
+
+
+def severity_for_share(share: float) -> Severity:
+    """Severity from the share of time a finding explains (the buckets of Nsight Systems'
+    expert-rule output: problems costing a third or more are what to fix first)."""
+    if share >= 0.33:
+        return "critical"
+    if share >= 0.15:
+        return "high"
+    if share >= 0.05:
+        return "medium"
+    return "low"
+
+
+@dataclass
+class Gain:
+    """What the fix is expected to buy, and how that was worked out."""
+
+    throughput_x: float
+    method: str  # "amdahl", "calibrated", ...
+    throughput_rps_before: float | None = None
+    throughput_rps_after: float | None = None
+    p50_ms_before: float | None = None
+    p50_ms_after: float | None = None
+    assumptions: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Fix:
+    summary: str
+    snippet: str = ""
+    knob: dict[str, str] | None = None  # sample-server flags that apply the fix (prof verify)
+
+
+@dataclass
+class EventRef:
+    """Where the evidence lies in the timeline, so a viewer can jump there."""
+
+    source: str
+    names: list[str] = field(default_factory=list)
+    stages: list[str] = field(default_factory=list)
+    start_ns: int | None = None
+    end_ns: int | None = None
+
+
+@dataclass
+class Finding:
+    rule: str
+    title: str
+    share: float
+    evidence: dict[str, Any]
+    fix: Fix
+    severity: Severity = "medium"
+    estimated_gain: Gain | None = None
+    events: list[EventRef] = field(default_factory=list)
+
+
+@dataclass
+class Hotspot:
+    source: str
+    kind: str  # stage, function-self, function-total, ort-node, ort-op, torch-op, kernel, counter
+    name: str
+    total_ms: float
+    share: float
+    count: int = 0
+    self_ms: float | None = None
+    detail: str = ""
+
+
+@dataclass
+class StageRow:
+    stage: str
+    share: float
+    total_ms: float
+    p50_ms: float | None
+    p95_ms: float | None
+    p99_ms: float | None
+    count: int
+    basis: str  # "stage spans" or "py-spy attribution"
+
+
+@dataclass
+class Report:
+    session: str
+    basis: str  # what shares are fractions of
+    findings: list[Finding] = field(default_factory=list)
+    hotspots: list[Hotspot] = field(default_factory=list)
+    stages: list[StageRow] = field(default_factory=list)
+    load: dict[str, Any] = field(default_factory=dict)
+    wire: dict[str, Any] | None = None
+    notes: list[str] = field(default_factory=list)
+    rules_run: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"schema_version": SCHEMA_VERSION, **asdict(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Report:
+        findings = [Finding(**{**f, "fix": Fix(**f["fix"]),
+                               "estimated_gain": Gain(**f["estimated_gain"]) if f.get("estimated_gain") else None,
+                               "events": [EventRef(**e) for e in f.get("events", [])]})
+                    for f in data.get("findings", [])]
+        return cls(session=data["session"], basis=data["basis"], findings=findings,
+                   hotspots=[Hotspot(**h) for h in data.get("hotspots", [])],
+                   stages=[StageRow(**s) for s in data.get("stages", [])], load=data.get("load", {}),
+                   wire=data.get("wire"), notes=data.get("notes", []), rules_run=data.get("rules_run", []))

@@ -1,0 +1,93 @@
+"""``prof report SESSION``: the diagnosis — findings ranked by the time they explain, each
+with evidence, fix and estimated gain; then the stage breakdown and the hotspots."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+EXAMPLES = """examples:
+  prof report prof-out/run-20261123-101500               findings, stages and hotspots
+  prof report SESSION --markdown > report.md             the same as Markdown
+  prof report SESSION --json | jq '.findings[0]'         stable JSON schema (see README)
+  prof report SESSION --no-calibration                   gains from shares only (no model timing)
+  prof report SESSION --signatures my_stages.toml        your own stack -> stage signatures
+
+Gains that need a factor (batch scaling, INT8 speed-up, ORT vs torch) come from a short
+calibration run of the model on this host (~30 s the first time, then cached).
+"""
+
+
+def build_parser(prog: str = "prof report") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description="Name the bottleneck of a profiled server: findings "
+                                     "with evidence, the fix, and its estimated gain.", epilog=EXAMPLES,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("session", type=Path, help="a session directory (from prof run, attach or import)")
+    output = parser.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true", help="print the report as JSON")
+    output.add_argument("--markdown", action="store_true", help="print the report as Markdown")
+    parser.add_argument("--no-calibration", action="store_true", help="do not time the model on this host")
+    parser.add_argument("--calibration-threads", type=int, default=None,
+                        help="threads for the calibration run (default: the session's --intra-op-threads, else 1)")
+    parser.add_argument("--signatures", type=Path, action="append", default=[],
+                        help="extra stack-signature TOML file(s) for stage attribution; repeatable")
+    parser.add_argument("--limit", type=int, default=8, help="findings shown in text form (default 8)")
+    return parser
+
+
+def calibration_loader(session, threads: int | None, quiet: bool):
+    """A loader that times the model on first use (cached per host and artifact)."""
+    from rich.console import Console
+
+    from profiler.analysis.calibration import load_or_calibrate
+
+    knobs = list((session.meta.get("server") or {}).get("knobs") or [])
+    if threads is None:
+        threads = int(knobs[knobs.index("--intra-op-threads") + 1]) if "--intra-op-threads" in knobs else 1
+    status = Console(stderr=True)
+
+    def load():
+        if quiet:
+            return load_or_calibrate(threads=threads)
+        with status.status(f"calibrating the model on this host ({threads} thread(s); cached afterwards)"):
+            return load_or_calibrate(threads=threads)
+
+    return load
+
+
+def main(argv: list[str], prog: str = "prof report") -> int:
+    args = build_parser(prog).parse_args(argv)
+    from rich.console import Console
+
+    from profiler.analysis.diagnose import diagnose
+    from profiler.renderers.report import render_json, render_markdown, render_text
+    from profiler.session import SessionError, load
+
+    errors = Console(stderr=True)
+    try:
+        session = load(args.session)
+        if args.signatures:
+            os.environ["PROF_SIGNATURES"] = os.pathsep.join(
+                [*map(str, args.signatures), *filter(None, [os.environ.get("PROF_SIGNATURES")])])
+        from profiler.analysis.attribution import load_signatures
+
+        load_signatures()  # a bad signature file is the user's error: say so before analysing
+    except (SessionError, ValueError, OSError) as exc:
+        errors.print(f"{prog}: {exc}", highlight=False, markup=False)
+        return 2
+    loader = None if args.no_calibration else calibration_loader(session, args.calibration_threads,
+                                                                 quiet=args.json or args.markdown)
+    report = diagnose(session, calibration_loader=loader)
+    if args.json:
+        sys.stdout.write(render_json(report) + "\n")
+    elif args.markdown:
+        sys.stdout.write(render_markdown(report))
+    else:
+        Console().print(render_text(report, args.limit))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

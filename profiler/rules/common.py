@@ -1,0 +1,107 @@
+"""Evidence helpers shared by the rules: what runtime and precision the inference measurably
+used, per-request stage times, kineto categories, and how to word a sample-server knob."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pandas as pd
+
+from profiler.analysis.context import AnalysisContext
+from profiler.analysis.hotspots import arg_field
+from profiler.analysis.model import Finding, Fix, severity_for_share
+
+# TensorBoard / XProf input-pipeline analysis: a step is "highly input bound" when input
+# takes 20 % or more of it, "moderately" from 5 %. We raise a finding from the higher mark.
+INPUT_BOUND_SHARE = 0.20
+_INT8_OPS = {"QLinearConv", "ConvInteger", "MatMulInteger", "QLinearMatMul", "DynamicQuantizeLinear"}
+
+
+def knob(ctx: AnalysisContext, flag: str) -> str | None:
+    """A sample-server flag's value in this session (wording only; rules never judge by it)."""
+    knobs = ctx.server_knobs
+    return knobs[knobs.index(flag) + 1] if flag in knobs and knobs.index(flag) + 1 < len(knobs) else None
+
+
+def sample_server(ctx: AnalysisContext) -> bool:
+    return bool(ctx.meta.get("server"))
+
+
+def per_request_ms(ctx: AnalysisContext, stage: str) -> float | None:
+    """Mean time of one stage per request."""
+    requests = ctx.requests
+    total = float(ctx.stage_ns.get(stage, 0.0))
+    if not requests or not requests.count or total <= 0:
+        return None
+    return total / requests.count / 1e6
+
+
+def inference_runtime(ctx: AnalysisContext) -> str | None:
+    """ort, torch-eager, torchscript or torch-compile, from the frames and traces seen."""
+    if len(ctx.of("ort")):
+        return "ort"
+    samples = ctx.samples
+    inference = samples[samples["attributed"] == "inference"]
+    files = " ".join({path for sid in inference["stack_id"].unique()[:200]
+                      for _, path, _ in ctx.stacks.frames_of(int(sid))})
+    if "onnxruntime" in files:
+        return "ort"
+    if "torch/_dynamo" in files or "torch/_inductor" in files:
+        return "torch-compile"
+    if "torch/jit" in files:
+        return "torchscript"
+    if "torch/nn/modules" in files:
+        return "torch-eager"
+    torch = ctx.of("torch", "span")
+    if len(torch):
+        return "torch-eager"
+    return None
+
+
+def ort_op_types(ctx: AnalysisContext) -> pd.Series:
+    ort = ctx.of("ort", "span")
+    if ort.empty:
+        return pd.Series(dtype=object)
+    nodes = ort[arg_field(ort, "cat") == "Node"]
+    return arg_field(nodes, "op").dropna()
+
+
+def runs_int8(ctx: AnalysisContext) -> bool | None:
+    """Whether the ORT graph is quantized (its node op types say so); None without a trace."""
+    ops = ort_op_types(ctx)
+    if ops.empty:
+        return None
+    return bool(set(ops.unique()) & _INT8_OPS or ops.str.contains("QuantizeLinear").any())
+
+
+def kineto_category(ctx: AnalysisContext, category: str) -> pd.DataFrame:
+    torch = ctx.of("torch", "span")
+    if torch.empty:
+        return torch
+    return torch[arg_field(torch, "cat") == category]
+
+
+def batch_sizes(ctx: AnalysisContext) -> np.ndarray:
+    """Requests per inference batch, from the stage spans' batch ids (empty without them)."""
+    spans = ctx.stage_spans
+    batched = spans[(spans["batch_id"] >= 0) & spans["request_id"].notna()]
+    if batched.empty:
+        return np.zeros(0)
+    return batched.groupby("batch_id")["request_id"].nunique().to_numpy()
+
+
+def finding(ctx: AnalysisContext, rule: str, title: str, removed: float, evidence: dict, fix: Fix,
+            gain=None, events=None) -> Finding:
+    """A finding whose fix removes ``removed`` of the server's per-request work."""
+    share = ctx.e2e_share(removed)
+    return Finding(rule=rule, title=title, share=round(float(share), 4), evidence=evidence, fix=fix,
+                   severity=severity_for_share(share), estimated_gain=gain, events=events or [])
+
+
+def percent(x: float) -> str:
+    return f"{100 * x:.0f}%"
+
+
+def compact(name: str, width: int = 60) -> str:
+    return re.sub(r"\s+", " ", name)[:width]

@@ -1,0 +1,46 @@
+"""``latency-outliers``: the tail is far from the median (p99 more than 3x p50). The rule
+says where the slow requests are: bunched at the start of the window (warm-up: lazy
+initialization, first-call compilation), or spread out (garbage collection, contention)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from profiler.analysis.context import AnalysisContext
+from profiler.analysis.model import EventRef, Finding, Fix
+from profiler.rules.common import finding
+
+TAIL_RATIO = 3.0
+
+
+def check(timeline: pd.DataFrame, ctx: AnalysisContext) -> list[Finding]:
+    requests = ctx.requests
+    if requests is None or requests.count < 50:
+        return []
+    p50, p99 = requests.percentile(50), requests.percentile(99)
+    if p50 <= 0 or p99 < TAIL_RATIO * p50:
+        return []
+    latency = requests.latency_ms
+    slow = latency >= p99
+    first_tenth = np.arange(len(latency)) < max(len(latency) // 10, 1)
+    warmup = float((slow & first_tenth).sum()) / max(int(slow.sum()), 1)
+    gc_ns = _gc_time(ctx)
+    cause = "warm-up" if warmup >= 0.5 else "garbage collection" if gc_ns > 0 else "unexplained (contention?)"
+    excess = float(np.clip(latency - p50, 0, None)[slow].sum()) / 1e3
+    share = excess / (requests.total_ns / 1e9) if requests.total_ns else 0.0
+    fix = Fix("warm the model up before taking traffic (run a few dummy batches), and freeze long-lived objects "
+              "out of the garbage collector", "for _ in range(3):\n    session.run(None, {'input': dummy})\n"
+              "gc.freeze()   # after start-up")
+    return [finding(ctx, "latency-outliers", f"p99 {p99:.0f} ms is {p99 / p50:.1f}x the p50 ({p50:.0f} ms); likely "
+                    f"{cause}", share, {"p50_ms": round(p50, 1), "p99_ms": round(p99, 1),
+                                        "slow_in_first_tenth": round(warmup, 2), "gc_ms": round(gc_ns / 1e6, 1),
+                                        "cause": cause}, fix, None, [EventRef(requests.source)])]
+
+
+def _gc_time(ctx: AnalysisContext) -> float:
+    samples = ctx.samples
+    if samples.empty:
+        return 0.0
+    names = samples["name"].astype(str)
+    return float(samples.loc[names.str.contains(r"^gc\.|collect", regex=True), "dur_ns"].sum())

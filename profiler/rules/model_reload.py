@@ -1,0 +1,46 @@
+"""``model-reload``: the model is built while requests are being served — an
+``InferenceSession(...)``, ``torch.load`` or model constructor inside the request path.
+Construction belongs to start-up; any of it inside the window is repeated waste."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from profiler.analysis.context import AnalysisContext
+from profiler.analysis.model import EventRef, Finding, Fix
+from profiler.rules.common import finding, percent
+
+MIN_SHARE = 0.02
+
+
+def check(timeline: pd.DataFrame, ctx: AnalysisContext) -> list[Finding]:
+    requests = ctx.requests
+    load_ns = float(ctx.stage_ns.get("model_load", 0.0))
+    if requests is None or load_ns <= 0:
+        return []
+    if ctx.stage_basis == "stage spans":  # spans of loads during the window, not the start-up load
+        spans = ctx.stage_spans
+        loads = spans[(spans["stage"] == "model_load") & (spans["ts_ns"] >= _first_request_ns(ctx))]
+        load_ns, count = float(loads["dur_ns"].sum()), len(loads)
+    else:
+        count = None
+    total = ctx.service_ns + load_ns
+    share = load_ns / total if total else 0.0
+    if share < MIN_SHARE:
+        return []
+    gain = ctx.amdahl(share, ["the model is built once at start-up instead"])
+    fix = Fix("build the model (InferenceSession / torch.load / constructor) once at start-up and reuse it",
+              "SESSION = onnxruntime.InferenceSession('model.onnx')   # module level, at start-up\n"
+              "def classify(x):\n    return SESSION.run(None, {'input': x})", {"--reload-per-request": "0"})
+    evidence = {"model_load_ms": round(load_ns / 1e6, 1), "share_of_work": round(share, 3),
+                "basis": ctx.stage_basis}
+    if count is not None:
+        evidence["loads_during_window"] = count
+    return [finding(ctx, "model-reload", f"model construction during serving: {percent(share)} of the work", share,
+                    evidence, fix, gain, [EventRef("stages" if count is not None else "pyspy", stages=["model_load"])])]
+
+
+def _first_request_ns(ctx: AnalysisContext) -> int:
+    spans = ctx.stage_spans
+    served = spans[spans["stage"] != "model_load"]
+    return int(served["ts_ns"].min()) if len(served) else 0

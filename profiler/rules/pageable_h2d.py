@@ -1,0 +1,45 @@
+"""``pageable-h2d``: host-to-device copies from pageable memory. CUDA stages them through a
+pinned bounce buffer, synchronously for the host; Nsight Systems' expert rules flag every
+pageable memcpy for this reason. Pinned (page-locked) buffers copy at full bandwidth and
+can overlap compute."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from profiler.analysis.context import AnalysisContext
+from profiler.analysis.hotspots import arg_field
+from profiler.analysis.model import EventRef, Finding, Fix
+from profiler.rules.common import finding, kineto_category
+
+PINNED_SAVING = 0.5  # pinned copies run at about twice the bandwidth of staged pageable ones (assumed)
+
+
+def check(timeline: pd.DataFrame, ctx: AnalysisContext) -> list[Finding]:
+    copies = kineto_category(ctx, "gpu_memcpy")
+    if copies.empty:
+        return []
+    pageable = copies[(arg_field(copies, "copy") == "HtoD") & (arg_field(copies, "memory") == "pageable")]
+    if pageable.empty:
+        return []
+    copy_ns = float(pageable["dur_ns"].sum())
+    nbytes = int(pageable["args"].astype("string").str.extract(r'"bytes":(\d+)', expand=False).fillna("0")
+                 .astype(int).sum())
+    window = _gpu_window(ctx)
+    fraction = copy_ns / window if window else 0.0
+    removed = fraction * PINNED_SAVING
+    gain = ctx.amdahl(removed, ["pinned copies take half the time of pageable ones (bounce buffer avoided)",
+                                "copy time is on the critical path (not overlapped)"])
+    fix = Fix("allocate input tensors in pinned memory and copy asynchronously",
+              "batch = batch.pin_memory()                  # or DataLoader(pin_memory=True)\n"
+              "batch = batch.to('cuda', non_blocking=True)", {"--pinned": "1"})
+    evidence = {"pageable_htod_copies": len(pageable), "bytes": nbytes, "copy_ms": round(copy_ns / 1e6, 3),
+                "fraction_of_gpu_window": round(fraction, 4)}
+    return [finding(ctx, "pageable-h2d", f"{len(pageable)} host-to-device copies from pageable memory "
+                    f"({nbytes / 1e6:.1f} MB)", removed, evidence, fix, gain,
+                    [EventRef("torch", names=sorted(set(pageable["name"].astype(str))), stages=["h2d"])])]
+
+
+def _gpu_window(ctx: AnalysisContext) -> float:
+    torch = ctx.of("torch", "span")
+    return float((torch["ts_ns"] + torch["dur_ns"]).max() - torch["ts_ns"].min()) if len(torch) else 0.0

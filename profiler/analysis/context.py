@@ -22,7 +22,7 @@ from profiler.timeline import StackTable
 from profiler.wire_stats import WireStats, wire_requests, wire_stats
 
 IDLE = "idle"
-SERVICE_EXCLUDED = ("queue", "model_load")  # waiting, and one-off construction, are not per-request work
+SERVICE_EXCLUDED = ("queue",)  # waiting is not work (start-up model loading is left out of the spans)
 
 
 @dataclass
@@ -136,7 +136,7 @@ class AnalysisContext:
 
     @cached_property
     def service_ns(self) -> float:
-        """Per-request work summed over requests: every stage but waiting and model loading."""
+        """Per-request work summed over requests: every stage but waiting."""
         return float(self.stage_ns.drop(list(SERVICE_EXCLUDED), errors="ignore").sum())
 
     def service_share(self, *stages: str) -> float:

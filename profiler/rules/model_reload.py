@@ -24,8 +24,7 @@ def check(timeline: pd.DataFrame, ctx: AnalysisContext) -> list[Finding]:
         load_ns, count = float(loads["dur_ns"].sum()), len(loads)
     else:
         count = None
-    total = ctx.service_ns + load_ns
-    share = load_ns / total if total else 0.0
+    share = load_ns / ctx.service_ns if ctx.service_ns else 0.0
     if share < MIN_SHARE:
         return []
     gain = ctx.amdahl(share, ["the model is built once at start-up instead"])

@@ -89,11 +89,13 @@ class ClassifierService:
     async def start(self) -> None:
         assert self.engine is not None, "load_model() first"
         on_batch = self.metrics.batch_size.observe
+        settings = self.config.engine_settings()
+        reload = (lambda: engines.load_engine(settings)) if self.config.reload_per_request else None
         if self.config.batching:
             self.runner = DynamicBatcher(self.engine, self.spans, self.config.max_batch,
-                                         self.config.max_wait_ms, on_batch)
+                                         self.config.max_wait_ms, on_batch, reload)
         else:
-            self.runner = DirectRunner(self.engine, self.spans, on_batch)
+            self.runner = DirectRunner(self.engine, self.spans, on_batch, reload)
         await self.runner.start()
         if isinstance(self.cache, caches.RedisCache) and not await self.cache.ping():
             log.warning("cache: redis at %s is down; serving uncached until it answers", self.cache.url)

@@ -39,6 +39,7 @@ class ServerConfig:
     workers: int = 1
     cpu_threads: int = 2
     decode_draft: bool = False
+    reload_per_request: bool = False
     pinned: bool = False
     max_body_bytes: int = 20 * 1024 * 1024
     max_pixels: int = 40_000_000
@@ -121,6 +122,8 @@ _OPTIONS: tuple[tuple[str, Callable[[str], Any], tuple[str, ...] | None, str], .
     ("workers", _positive(int), None, "uvicorn worker processes (default 1)"),
     ("cpu-threads", _positive(int), None, "threads for decode and preprocess (default 2)"),
     ("decode-draft", _bool, None, "let libjpeg decode large JPEGs at reduced scale (default off)"),
+    ("reload-per-request", _bool, None, "rebuild the model for every batch: a deliberate bottleneck, the "
+     "model-reload finding's scenario (default off)"),
     ("pinned", _bool, None, "page-locked host buffers for host-to-device copies (CUDA only)"),
     ("max-body-bytes", _positive(int), None, "largest request body accepted (default 20 MiB)"),
     ("max-pixels", _positive(int), None, "largest image accepted, in pixels (default 40M)"),

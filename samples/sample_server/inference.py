@@ -14,6 +14,7 @@ import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -40,15 +41,20 @@ class _Pending:
 
 
 class _BatchExecutor:
-    def __init__(self, engine: Engine, spans: SpanSink, on_batch) -> None:
+    def __init__(self, engine: Engine, spans: SpanSink, on_batch, reload: Callable[[], Engine] | None = None) -> None:
         self.engine = engine
         self.spans = spans
         self.on_batch = on_batch
+        self.reload = reload
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
         self._batch_ids = itertools.count()
 
     def run(self, arrays: list[np.ndarray]) -> tuple[np.ndarray, int, dict[Stage, tuple[int, int]]]:
         batch_id = next(self._batch_ids)
+        if self.reload is not None:  # the deliberate model-reload bottleneck (--reload-per-request)
+            start = time.perf_counter_ns()
+            self.engine = self.reload()
+            self.spans.record(Stage.MODEL_LOAD, start, time.perf_counter_ns(), None, batch_id)
         t0 = time.perf_counter_ns()
         staged = self.engine.stage_input(np.stack(arrays) if len(arrays) > 1 else arrays[0][None])
         t1 = time.perf_counter_ns()
@@ -76,8 +82,9 @@ class _BatchExecutor:
 class DirectRunner:
     """Batching off: each request is its own batch, run in arrival order."""
 
-    def __init__(self, engine: Engine, spans: SpanSink, on_batch=lambda n: None) -> None:
-        self._exec = _BatchExecutor(engine, spans, on_batch)
+    def __init__(self, engine: Engine, spans: SpanSink, on_batch=lambda n: None,
+                 reload: Callable[[], Engine] | None = None) -> None:
+        self._exec = _BatchExecutor(engine, spans, on_batch, reload)
 
     async def start(self) -> None:
         return None
@@ -103,8 +110,8 @@ class DynamicBatcher:
     ``max_wait_ms``, runs them as one batch and scatters the rows back in order."""
 
     def __init__(self, engine: Engine, spans: SpanSink, max_batch: int, max_wait_ms: float,
-                 on_batch=lambda n: None) -> None:
-        self._exec = _BatchExecutor(engine, spans, on_batch)
+                 on_batch=lambda n: None, reload: Callable[[], Engine] | None = None) -> None:
+        self._exec = _BatchExecutor(engine, spans, on_batch, reload)
         self.max_batch = max_batch
         self.max_wait_ns = int(max_wait_ms * 1e6)
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue()

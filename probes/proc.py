@@ -34,6 +34,9 @@ def read_process(process: psutil.Process, with_uss: bool) -> dict:
                "rss": memory.rss, "threads": process.num_threads(), "ctx_vol": ctx.voluntary,
                "ctx_invol": ctx.involuntary,
                "thread_cpu_s": {t.id: t.user_time + t.system_time for t in process.threads()}}
+        waits = _run_delays(process.pid, row["thread_cpu_s"])
+        if waits:
+            row["thread_wait_s"] = waits
         try:
             io = process.io_counters()
             row["read_bytes"], row["write_bytes"] = io.read_bytes, io.write_bytes
@@ -45,6 +48,19 @@ def read_process(process: psutil.Process, with_uss: bool) -> dict:
         except psutil.AccessDenied:
             pass
     return row
+
+
+def _run_delays(pid: int, tids: dict) -> dict[int, float]:
+    """Seconds each thread has waited for a CPU while runnable (Linux schedstat's run delay):
+    the direct measure of threads competing for too few cores."""
+    waits = {}
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat", "rb") as handle:
+                waits[tid] = int(handle.read().split()[1]) / 1e9
+        except (OSError, ValueError, IndexError):
+            continue
+    return waits
 
 
 @dataclass
@@ -104,7 +120,8 @@ class ProcSampler:
 
 def ingest_proc(path: Path | str) -> pd.DataFrame:
     """Counter events: cpu_percent, rss_bytes, uss_bytes, threads, ctx switches/s, I/O bytes/s,
-    and per-thread cpu_percent (with the thread's tid)."""
+    and per-thread cpu_percent and wait_percent (time runnable but waiting for a CPU), with the
+    thread's tid."""
     rows = []
     for line in Path(path).read_text().splitlines():
         try:
@@ -146,12 +163,13 @@ def _process_counters(pid: int, samples: list[dict]) -> list[pd.DataFrame]:
         if all(key in s for s in samples):
             totals = np.asarray([s[key] for s in samples], dtype=np.float64)
             counter(name, t[1:], scale * np.diff(totals) / dt)
-    for tid in sorted({int(k) for s in samples for k in s["thread_cpu_s"]}):
-        series = [(s["t"], s.get("m", s["t"]), s["thread_cpu_s"].get(str(tid))) for s in samples]
-        series = [x for x in series if x[2] is not None]
-        if len(series) >= 2:
-            ts = np.asarray([x[0] for x in series], dtype=np.int64)
-            elapsed = np.maximum(np.diff(np.asarray([x[1] for x in series], dtype=np.int64)), 1) / 1e9
-            values = np.asarray([x[2] for x in series], dtype=np.float64)
-            counter("thread_cpu_percent", ts[1:], 100.0 * np.diff(values) / elapsed, tid)
+    for key, name in (("thread_cpu_s", "thread_cpu_percent"), ("thread_wait_s", "thread_wait_percent")):
+        for tid in sorted({int(k) for s in samples for k in s.get(key, {})}):
+            series = [(s["t"], s.get("m", s["t"]), s.get(key, {}).get(str(tid))) for s in samples]
+            series = [x for x in series if x[2] is not None]
+            if len(series) >= 2:
+                ts = np.asarray([x[0] for x in series], dtype=np.int64)
+                elapsed = np.maximum(np.diff(np.asarray([x[1] for x in series], dtype=np.int64)), 1) / 1e9
+                values = np.asarray([x[2] for x in series], dtype=np.float64)
+                counter(name, ts[1:], 100.0 * np.diff(values) / elapsed, tid)
     return frames

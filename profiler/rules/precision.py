@@ -34,7 +34,7 @@ def _cpu(ctx: AnalysisContext) -> list[Finding]:
     calibration = ctx.calibration
     if share < MIN_INFERENCE_SHARE or calibration is None:
         return []
-    speedup = float(calibration.precision_speedup.get("int8-static", 0.0))
+    speedup = float(calibration.precision_speedup.get("int8-static@1", 0.0))
     if speedup < MIN_SPEEDUP:
         return []
     evidence = {"inference_share": round(share, 3), "calibrated_int8_speedup": round(speedup, 2)}

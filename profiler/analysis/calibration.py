@@ -1,0 +1,430 @@
+"""Calibration: a short measurement of the sample model on this host, for gain estimates.
+
+The diagnosis says what a fix would gain ("batching to 8 would serve each image 1.7x
+faster", "int8-static would cut inference 3.5x"). Those factors depend on the CPU, the
+thread count and the runtime versions, so they are measured here, on the real ResNet-18
+artifacts, once per host and artifact, and cached as JSON.
+
+Every figure comes from one interleaved loop: each round runs every case once (forward,
+then backward), so load from other processes on a shared machine lands on all cases alike
+and ratios stay fair. Times are medians over the rounds, speedups medians of the per-round
+ratios; ``spread`` keeps min/max per figure.
+
+``load_or_calibrate`` measures in a fresh ``python -m profiler.analysis.calibration``
+process by default: thread pools are fixed when torch first starts, and a caller that has
+already run torch with other settings would distort the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import json
+import logging
+import math
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+from samples.model import artifacts
+from samples.model.engines import Engine, EngineError, EngineSettings, load_engine
+
+CALIBRATION_VERSION = 1
+BATCH_SIZES: tuple[int, ...] = (1, 2, 4, 8, 16)
+PRECISION_BATCHES: tuple[int, ...] = (1, 8)
+CPU_PRECISIONS: tuple[str, ...] = ("int8-static", "int8-dynamic")
+RUNTIMES: tuple[str, ...] = ("ort", "torch-eager", "torch-inference", "torchscript")
+ROUNDS = {"normal": 7, "quick": 3}
+PROGRESS_PREFIX = "calibration: "
+# Pause before each case when pools have worker threads: ORT's workers and OpenMP's spin for
+# a while after a call, and on a small box the previous engine's spinners would steal cores
+# from the next one (measured here: ORT fp32 batch 1 at 2 threads 17 -> 25 ms, torch eager
+# 26 -> 83 ms without it). A server runs one engine, so its workers never meet others'.
+SETTLE_S = 0.05
+COMPILE_SKIPPED = ("off by default: torch.compile adds about 40 s of compiling on a 2-core CPU "
+                   "(include_compile=True / --compile measures it)")
+log = logging.getLogger(__name__)
+Progress = Callable[[str], None]
+
+
+class CalibrationError(RuntimeError):
+    """The measurement could not run; the message says why."""
+
+
+@dataclass(frozen=True)
+class HostKey:
+    """What the figures depend on besides the model: machine, runtime versions, threads."""
+
+    hostname: str
+    cpu_model: str
+    cores: int
+    torch: str
+    onnxruntime: str
+    threads: int
+
+    def digest(self) -> str:
+        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()
+
+
+def current_host(threads: int) -> HostKey:
+    """The host key of this machine and interpreter for a thread count."""
+    import onnxruntime
+    import torch
+
+    return HostKey(socket.gethostname(), _cpu_model(), os.cpu_count() or 1, torch.__version__,
+                   onnxruntime.__version__, threads)
+
+
+def _cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+@dataclass
+class Calibration:
+    """Measured factors of the sample model on one host, artifact and thread count.
+
+    Times are median milliseconds per forward call (h2d + inference + d2h on the engine);
+    stored speedups are medians of per-round ratios, > 1 meaning the alternative is faster.
+    ``skipped`` names figures that were not measured, with the reason.
+    """
+
+    host: HostKey
+    artifact_sha256: str
+    batch_ms: dict[int, float]
+    precision_speedup: dict[str, float]
+    runtime_ms: dict[str, float]
+    ort_opt_speedup: float
+    measured_at: str
+    repeats: int
+    spread: dict[str, tuple[float, float]]
+    skipped: dict[str, str] = field(default_factory=dict)
+    quick: bool = False
+    duration_s: float = 0.0
+    # 1-minute load average before and after (ours included): well above ``threads`` means
+    # other processes shared the cores and multi-thread figures are pessimistic.
+    load_average: tuple[float, float] = (0.0, 0.0)
+
+    @property
+    def threads(self) -> int:
+        return self.host.threads
+
+    def per_image_ms(self, batch: int) -> float:
+        """Milliseconds per image when ORT fp32 runs batches of ``batch``."""
+        return self.batch_ms[batch] / batch
+
+    def batch_speedup(self, batch: int) -> float:
+        """How much faster each image is served in batches of ``batch`` than one at a time."""
+        return self.per_image_ms(1) / self.per_image_ms(batch)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict; :meth:`from_dict` reads it back."""
+        raw = asdict(self)
+        raw["version"] = CALIBRATION_VERSION
+        raw["batch_ms"] = {str(b): ms for b, ms in self.batch_ms.items()}
+        raw["spread"] = {name: list(bounds) for name, bounds in self.spread.items()}
+        raw["load_average"] = list(self.load_average)
+        return raw
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> Calibration:
+        """Rebuild from :meth:`to_dict` output; ValueError if anything is missing or wrong."""
+        try:
+            fields = dict(raw)
+            if fields.pop("version") != CALIBRATION_VERSION:
+                raise ValueError(f"calibration format {raw['version']!r}, expected {CALIBRATION_VERSION}")
+            fields["host"] = HostKey(**fields["host"])
+            fields["batch_ms"] = dict(sorted((int(b), ms) for b, ms in fields["batch_ms"].items()))
+            fields["spread"] = {name: (lo, hi) for name, (lo, hi) in fields["spread"].items()}
+            fields["load_average"] = tuple(fields["load_average"])
+            calibration = cls(**fields)
+            calibration._check()
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise ValueError(f"not a calibration: {exc!r}") from exc
+        return calibration
+
+    def _check(self) -> None:
+        if set(self.batch_ms) != set(BATCH_SIZES):
+            raise ValueError(f"batch sizes {sorted(self.batch_ms)}, expected {list(BATCH_SIZES)}")
+        figures = [*self.batch_ms.values(), *self.precision_speedup.values(), *self.runtime_ms.values(),
+                   self.ort_opt_speedup, *(bound for pair in self.spread.values() for bound in pair)]
+        if not all(isinstance(v, (int, float)) and math.isfinite(v) and v > 0 for v in figures):
+            raise ValueError("calibration figures must be finite and positive")
+
+
+@dataclass(frozen=True)
+class _Case:
+    label: str
+    engine: Engine
+    batch: np.ndarray
+
+    def run(self) -> float:
+        start = time.perf_counter()
+        self.engine.fetch_output(self.engine.infer(self.engine.stage_input(self.batch)))
+        return (time.perf_counter() - start) * 1e3
+
+
+def calibrate(threads: int = 1, quick: bool = False, progress: Progress | None = None,
+              include_compile: bool = False) -> Calibration:
+    """Measure this host in this process (see :func:`load_or_calibrate` for the cached,
+    isolated way). ``quick`` takes 3 rounds instead of 7, for tests; ``include_compile``
+    adds torch.compile, which takes long to compile."""
+    if threads < 1:
+        raise ValueError("threads must be at least 1 (a fixed count: 0 would depend on the host)")
+    say = progress or (lambda message: None)
+    started, load_before = time.perf_counter(), os.getloadavg()[0]
+    with _torch_threads(threads):
+        say("loading model artifacts and engines")
+        fp32 = artifacts.ensure_artifact(artifacts.BuildSettings())
+        skipped: dict[str, str] = {}
+        cases = _cases(threads, include_compile, skipped)
+        rounds = ROUNDS["quick" if quick else "normal"]
+        samples = _interleaved(cases, rounds, say, SETTLE_S if threads > 1 else 0.0)
+    calibration = _summarize(samples, current_host(threads), fp32.meta["onnx_sha256"], rounds, skipped)
+    calibration.quick = quick
+    calibration.duration_s = round(time.perf_counter() - started, 2)
+    calibration.load_average = (round(load_before, 2), round(os.getloadavg()[0], 2))
+    say(f"done in {calibration.duration_s:.1f} s")
+    return calibration
+
+
+@contextlib.contextmanager
+def _torch_threads(threads: int) -> Iterator[None]:
+    # Pinned explicitly: torch's default (one thread per core) oversubscribes a small box
+    # as soon as anything else runs. The caller's setting comes back afterwards.
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _cases(threads: int, include_compile: bool, skipped: dict[str, str]) -> list[_Case]:
+    def ort(precision: str = "fp32", level: str = "all") -> Engine:
+        return load_engine(EngineSettings(backend="ort", precision=precision, ort_opt_level=level,
+                                          intra_op_threads=threads, inter_op_threads=1))
+
+    rng = np.random.default_rng(0)
+    batches = {b: rng.standard_normal((b, 3, 224, 224)).astype(np.float32) for b in BATCH_SIZES}
+    fp32 = ort()
+    cases = [_Case(f"ort-fp32@{b}", fp32, batches[b]) for b in BATCH_SIZES]
+    for precision in CPU_PRECISIONS:
+        engine = ort(precision)
+        cases += [_Case(f"ort-{precision}@{b}", engine, batches[b]) for b in PRECISION_BATCHES]
+    cases.append(_Case("ort-fp32-noopt@1", ort(level="disable"), batches[1]))
+    backends = [r for r in RUNTIMES if r != "ort"] + (["torch-compile"] if include_compile else [])
+    for backend in backends:
+        engine = load_engine(EngineSettings(backend=backend, intra_op_threads=threads))
+        cases.append(_Case(f"{backend}@1", engine, batches[1]))
+    if not include_compile:
+        skipped["torch-compile"] = COMPILE_SKIPPED
+    cases += _cuda_cases(batches, skipped)
+    return cases
+
+
+def _cuda_cases(batches: dict[int, np.ndarray], skipped: dict[str, str]) -> list[_Case]:
+    # fp16 pays off only on a GPU; it is compared with fp32 on the same CUDA provider.
+    import onnxruntime
+
+    if "CUDAExecutionProvider" not in onnxruntime.get_available_providers() or \
+            not Path("/proc/driver/nvidia/version").exists():
+        skipped["fp16"] = "no CUDA device: fp16 is measured only on CUDA (CPU fp16 convolutions are slower)"
+        return []
+    try:
+        engines = {p: load_engine(EngineSettings(backend="ort", precision=p, device="cuda"))
+                   for p in ("fp32", "fp16")}
+    except EngineError as exc:
+        skipped["fp16"] = str(exc)
+        return []
+    return [_Case(f"ort-cuda-{p}@{b}", engine, batches[b])
+            for p, engine in engines.items() for b in PRECISION_BATCHES]
+
+
+def _interleaved(cases: list[_Case], rounds: int, say: Progress, settle_s: float) -> dict[str, list[float]]:
+    say(f"warming up {len(cases)} cases")
+    for case in cases:
+        time.sleep(settle_s)
+        case.run()
+    samples: dict[str, list[float]] = {case.label: [] for case in cases}
+    for index in range(rounds):
+        say(f"round {index + 1}/{rounds}")
+        # Forward, then backward: each case follows a different one from round to round.
+        for case in cases if index % 2 == 0 else cases[::-1]:
+            time.sleep(settle_s)
+            samples[case.label].append(case.run())
+    return samples
+
+
+def _summarize(samples: dict[str, list[float]], host: HostKey, sha: str, rounds: int,
+               skipped: dict[str, str]) -> Calibration:
+    spread: dict[str, tuple[float, float]] = {}
+
+    def median_ms(label: str, figure: str) -> float:
+        spread[figure] = (round(min(samples[label]), 3), round(max(samples[label]), 3))
+        return round(statistics.median(samples[label]), 3)
+
+    def speedup(base: str, alternative: str, figure: str) -> float:
+        # Paired per round: both sides of a ratio ran moments apart, under the same load.
+        ratios = [b / a for b, a in zip(samples[base], samples[alternative])]
+        spread[figure] = (round(min(ratios), 3), round(max(ratios), 3))
+        return round(statistics.median(ratios), 3)
+
+    batch_ms = {b: median_ms(f"ort-fp32@{b}", f"batch_ms.{b}") for b in BATCH_SIZES}
+    runs = [("ort", p) for p in CPU_PRECISIONS] + [("ort-cuda", "fp16")] * ("ort-cuda-fp16@1" in samples)
+    precision = {f"{p}@{b}": speedup(f"{run}-fp32@{b}", f"{run}-{p}@{b}", f"precision_speedup.{p}@{b}")
+                 for run, p in runs for b in PRECISION_BATCHES}
+    labels = {"ort": "ort-fp32@1"} | {name: f"{name}@1" for name in (*RUNTIMES[1:], "torch-compile")}
+    runtime_ms = {name: median_ms(label, f"runtime_ms.{name}") for name, label in labels.items() if label in samples}
+    opt = speedup("ort-fp32-noopt@1", "ort-fp32@1", "ort_opt_speedup")
+    return Calibration(host, sha, batch_ms, precision, runtime_ms, opt,
+                       datetime.now(timezone.utc).isoformat(timespec="seconds"), rounds, spread, skipped)
+
+
+def default_cache_dir() -> Path:
+    """``<PROF_CACHE_DIR or ~/.cache/prof>/calibration``."""
+    return Path(os.environ.get("PROF_CACHE_DIR") or Path.home() / ".cache" / "prof") / "calibration"
+
+
+def cache_path(host: HostKey, artifact_sha256: str, cache_dir: Path | None = None) -> Path:
+    """Where the calibration of ``host`` (threads included) and an artifact is cached."""
+    directory = cache_dir or default_cache_dir()
+    return directory / f"{host.digest()[:16]}-{artifact_sha256[:12]}-t{host.threads}.json"
+
+
+def load_or_calibrate(threads: int = 1, cache_dir: Path | None = None, refresh: bool = False,
+                      quick: bool = False, progress: Progress | None = None, isolated: bool = True,
+                      include_compile: bool = False) -> Calibration:
+    """The cached calibration for this host, artifact and thread count, measuring it when
+    missing, unreadable, stale or ``refresh``-ed. A quick calibration does not satisfy a
+    normal request. ``isolated`` measures in a fresh Python process."""
+    host = current_host(threads)
+    sha = artifacts.ensure_artifact(artifacts.BuildSettings()).meta["onnx_sha256"]
+    path = cache_path(host, sha, cache_dir)
+    if not refresh:
+        cached = _read_cached(path, host, sha)
+        if cached is not None and (quick or not cached.quick):
+            return cached
+    if isolated:
+        calibration = calibrate_in_subprocess(threads, quick, progress, include_compile)
+    else:
+        calibration = calibrate(threads, quick, progress, include_compile)
+    target = cache_path(calibration.host, calibration.artifact_sha256, cache_dir)
+    try:
+        _write_atomic(target, json.dumps(calibration.to_dict(), indent=2, sort_keys=True))
+    except OSError as exc:
+        log.warning("could not cache the calibration in %s: %s", target, exc)
+    return calibration
+
+
+def _read_cached(path: Path, host: HostKey, sha: str) -> Calibration | None:
+    if not path.is_file():
+        return None
+    try:
+        calibration = Calibration.from_dict(json.loads(path.read_text()))
+    except (OSError, ValueError) as exc:  # JSONDecodeError is a ValueError
+        log.info("calibration cache %s is unreadable (%s); measuring again", path, exc)
+        return None
+    if calibration.host != host or calibration.artifact_sha256 != sha:
+        log.info("calibration cache %s belongs to another host or artifact; measuring again", path)
+        return None
+    return calibration
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.stem}-", suffix=".tmp",
+                                         delete=False)
+    try:
+        with handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(handle.name, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(handle.name)
+
+
+def calibrate_in_subprocess(threads: int = 1, quick: bool = False, progress: Progress | None = None,
+                            include_compile: bool = False) -> Calibration:
+    """:func:`calibrate` in a fresh interpreter whose OpenMP/MKL pools are sized before
+    torch starts; its progress lines are passed to ``progress``."""
+    command = [sys.executable, "-m", "profiler.analysis.calibration", "--threads", str(threads), "--json"]
+    command += ["--quick"] * quick + ["--compile"] * include_compile
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    root = Path(__file__).resolve().parents[2]
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))
+    other: list[str] = []
+    # stdout goes to a file, not a pipe: stderr is read line by line meanwhile, and a full
+    # stdout pipe nobody reads would block the child.
+    with tempfile.TemporaryFile("w+") as out:
+        child = subprocess.Popen(command, stdout=out, stderr=subprocess.PIPE, text=True, env=env)
+        for line in child.stderr or ():
+            if line.startswith(PROGRESS_PREFIX) and progress is not None:
+                progress(line[len(PROGRESS_PREFIX):].rstrip("\n"))
+            elif not line.startswith(PROGRESS_PREFIX):
+                other = [*other[-19:], line.rstrip("\n")]
+        returncode = child.wait()
+        out.seek(0)
+        text = out.read()
+    if returncode != 0:
+        raise CalibrationError(f"calibration process exited with {returncode}: " + "\n".join(other))
+    try:
+        return Calibration.from_dict(json.loads(text))
+    except ValueError as exc:
+        raise CalibrationError(f"calibration process printed no calibration: {exc}") from exc
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr() -> Iterator[None]:
+    # Native libraries may print to fd 1 while measuring; only the JSON may go there.
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m profiler.analysis.calibration``: measure (uncached) and print the figures."""
+    parser = argparse.ArgumentParser(description="Measure the sample model's speed factors on this host.")
+    parser.add_argument("--threads", type=int, default=1, help="intra-op threads for torch and ORT")
+    parser.add_argument("--quick", action="store_true", help="fewer rounds (for tests)")
+    parser.add_argument("--compile", action="store_true", help="also measure torch.compile (slow)")
+    parser.add_argument("--json", action="store_true", help="one line of JSON (default: indented JSON)")
+    args = parser.parse_args(argv)
+
+    def report(message: str) -> None:
+        print(PROGRESS_PREFIX + message, file=sys.stderr, flush=True)
+
+    with _stdout_to_stderr():
+        calibration = calibrate(args.threads, args.quick, report, args.compile)
+    indent = None if args.json else 2
+    print(json.dumps(calibration.to_dict(), indent=indent, sort_keys=True))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -73,10 +73,17 @@ def _report(argv: list[str]) -> int:
     return main(argv)
 
 
+def _verify(argv: list[str]) -> int:
+    from profiler.cli_verify import main
+
+    return main(argv)
+
+
 COMMANDS: tuple[Command, ...] = (
     Command("run", "start the sample server (or your command), drive load, profile every layer, summarize", _run),
     Command("attach", "profile a running Python server by pid (py-spy, psutil, NVML, the prof agent)", _attach),
     Command("report", "name the bottleneck: findings with evidence, the fix and its estimated gain", _report),
+    Command("verify", "re-run the sample server with each suggested fix: estimated vs measured gain", _verify),
     Command("export", "write a session as Chrome trace (Perfetto), speedscope or Parquet", _export),
     Command("diff", "compare two sessions stage by stage and hotspot by hotspot", _diff),
     Command("serve", "start the reference classification server (FastAPI + uvicorn, 127.0.0.1)", _serve),

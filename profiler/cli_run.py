@@ -81,6 +81,15 @@ def main(argv: list[str], prog: str = "prof run") -> int:
     return runner.run(console, errors)
 
 
+LOAD_OPTIONS = ("concurrency", "rate", "warmup", "payload", "accept", "image_sizes", "formats", "duplicates", "seed",
+                "timeout", "duration")
+
+
+def load_settings(args: argparse.Namespace) -> dict:
+    """The load generator's options of a run, by flag name (``--image-sizes`` -> image_sizes)."""
+    return {name: getattr(args, name) for name in LOAD_OPTIONS}
+
+
 def _server_knobs(args: argparse.Namespace) -> tuple[list[str], object]:
     from samples.sample_server.config import _OPTIONS, config_from_args
 
@@ -120,6 +129,8 @@ class _Run:
         (directory / "meta.json").write_text(json.dumps({"pid": os.getpid(), "url": url}))
         self.session.set_probe("loadgen", "on", concurrency=None if args.rate else args.concurrency,
                                rate=args.rate, duplicates=args.duplicates, payload=args.payload)
+        self.session.meta["load"] = load_settings(args)  # what prof verify replays
+        self.session.save_meta()
         try:
             asyncio.run(_run_with_progress(runner, console, args.quiet))
         finally:

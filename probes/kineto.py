@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from itertools import compress, repeat
 from operator import attrgetter
 from pathlib import Path
-from typing import Union
+from typing import Callable, Iterable, Iterator, NamedTuple, Union
 
 import msgspec
 import numpy as np
@@ -45,6 +45,10 @@ class KinetoError(ValueError):
     pass
 
 
+class _Untyped(Exception):
+    """The text is not laid out as the typed path expects; the generic path takes it."""
+
+
 @dataclass
 class KinetoTrace:
     events: pd.DataFrame
@@ -55,30 +59,16 @@ class KinetoTrace:
     parser: str = "typed"  # or "generic" when the trace did not fit the typed shape
 
 
-def read_maybe_gzipped(path: Path | str) -> bytes:
-    """The file's bytes, gunzipped if they start with the gzip magic. Raises OSError, EOFError
-    or ValueError (a corrupt stream) as reading or gunzip fail."""
-    raw = Path(path).read_bytes()
-    if raw[:2] != b"\x1f\x8b":
-        return raw
-    # One ISA-L inflate over the whole file: about three times zlib's speed, and unlike the
-    # chunked gzip reader it does not copy the output once more.
-    inflater = isal_zlib.decompressobj(wbits=31)  # 31: a gzip header and trailer around the stream
-    try:
-        data = inflater.decompress(raw)
-        if not inflater.eof:
-            raise EOFError("compressed file ended before the end-of-stream marker")
-        if inflater.unused_data:  # more gzip members follow: the gzip reader walks them all
-            data = igzip.decompress(raw)
-    except IsalError as exc:
-        raise ValueError(f"corrupt gzip stream ({exc})") from None
-    return data
-
-
 def load_json_file(path: Path | str) -> tuple[bytes, object]:
-    """(decompressed bytes, parsed JSON) of a plain or gzipped JSON file.
-    Raises OSError, EOFError or ValueError as reading, gunzip or parsing fail."""
-    raw = read_maybe_gzipped(path)
+    """(decompressed bytes, parsed JSON) of a plain or gzipped JSON file (ISA-L inflates two to
+    three times as fast as zlib). Raises OSError, EOFError or ValueError as reading, gunzip or
+    parsing fail."""
+    raw = Path(path).read_bytes()
+    if raw[:2] == b"\x1f\x8b":
+        try:
+            raw = igzip.decompress(raw)
+        except IsalError as exc:  # a corrupt stream
+            raise ValueError(f"corrupt gzip data ({exc})") from None
     return raw, orjson.loads(raw)
 
 
@@ -132,20 +122,23 @@ _SKIPPED_PHASES = tuple(msgspec.defstruct(f"_Phase{ord(phase)}", [], tag_field="
                         for phase in "BEiICbneSTpFstfPNODVvRc()")
 
 
+_TraceEvent = Union[(_Complete, _Metadata, *_SKIPPED_PHASES)]  # type: ignore[valid-type]
+
+
 class _Document(msgspec.Struct, gc=False):
-    traceEvents: list[Union[(_Complete, _Metadata, *_SKIPPED_PHASES)]]  # type: ignore[valid-type]
+    traceEvents: list[_TraceEvent]
     deviceProperties: list[dict] | None = None
     baseTimeNanoseconds: int | None = None
 
 
 _DECODER = msgspec.json.Decoder(_Document)
-_ENCODE = msgspec.json.Encoder().encode
+_ENCODER = msgspec.json.Encoder()
 _KEPT = tuple(sorted(HOST_CATEGORIES | DEVICE_CATEGORIES))  # a kept category's code is its index
 _CAT_CODE = {cat: code for code, cat in enumerate(_KEPT)}
 _CAT_IS_DEVICE = np.array([cat in DEVICE_CATEGORIES for cat in _KEPT])
 _CAT_STAGE = {"kernel": "inference", "gpu_memset": "inference"}
 _CAT_STAGE_CODE = np.array([STAGES.index(_CAT_STAGE[c]) if c in _CAT_STAGE else -1 for c in _KEPT], np.int8)
-_CAT_HEAD = pa.array([f'{{"cat":"{cat}"' for cat in _KEPT])
+_CAT_HEAD = pa.array([f'{{"cat":"{cat}"'.encode() for cat in _KEPT])
 _ABSENT = np.iinfo(np.int64).min  # an int arg that is missing (or null)
 
 
@@ -162,63 +155,185 @@ def read_trace_json(path: Path | str) -> dict:
 
 def ingest_kineto(path: Path | str) -> KinetoTrace:
     """Typed decode straight into the few fields we keep (msgspec skips the rest without
-    building Python objects); a trace that does not fit that shape (string timestamps, odd
-    args) goes through the generic JSON path instead, with the same result."""
+    building Python objects), batch by batch as the file inflates; a trace that does not fit
+    that shape (string timestamps, odd args) goes through the generic JSON path instead, with
+    the same result. So does an unreadable one, which raises KinetoError there."""
     path = Path(path)
     try:
-        raw = read_maybe_gzipped(path)
-    except (OSError, EOFError, ValueError) as exc:
+        raw = path.read_bytes()
+    except OSError as exc:
         raise KinetoError(f"{path}: not a readable kineto trace ({exc})") from None
     try:
-        document = _DECODER.decode(raw)
-    except msgspec.DecodeError:
+        columns = _Columns()
+        document = _decode_in_batches(_text_pieces(raw), columns.add)
+    except (msgspec.DecodeError, EOFError, IsalError, _Untyped):
         return _ingest_generic(read_trace_json(path))
-    del raw
     base = int(document.baseTimeNanoseconds or 0)
-    process_names: dict[int, str] = {}
-    thread_names: dict[tuple[int, int], str] = {}
-    for event in [e for e in document.traceEvents if e.__class__ is _Metadata]:
-        if isinstance(event.pid, int) and event.args is not None and event.args.name is not None:
-            if event.name == "process_name":
-                process_names[event.pid] = event.args.name
-            elif event.name == "thread_name" and isinstance(event.tid, int):
-                thread_names[(event.pid, event.tid)] = event.args.name
-    events = _typed_frame([e for e in document.traceEvents if e.__class__ is _Complete], base)
-    return KinetoTrace(events, list(document.deviceProperties or []), process_names, thread_names, base)
+    return KinetoTrace(columns.frame(base), list(document.deviceProperties or []), columns.process_names,
+                       columns.thread_names, base)
+
+
+_GZIP_PIECE = 1 << 14  # compressed bytes inflated at a time: some 300 kB of kineto JSON
+_TEXT_PIECE = 1 << 18  # the same for a plain JSON file
+_HEAD_LIMIT = 1 << 20  # kineto writes a few kB before its events; later than this, the generic path reads it
+_ARRAY_OPEN = re.compile(rb'"traceEvents"\s*:\s*\[')
+_EVENT_GAP = re.compile(rb"\}\s*,\s*\Z")  # between two events: one's "}", a comma, then the next's "{"
+_BATCH_DECODER = msgspec.json.Decoder(list[_TraceEvent])
+
+
+def _text_pieces(raw: bytes) -> Iterator[bytes]:
+    """The JSON text in consecutive pieces, inflated piece by piece if gzipped (ISA-L: twice
+    zlib's speed). Raises EOFError if the stream is cut short, IsalError if it is
+    corrupt, and _Untyped if more gzip members follow (the generic path's reader takes those)."""
+    if raw[:2] != b"\x1f\x8b":
+        yield from (raw[start:start + _TEXT_PIECE] for start in range(0, len(raw), _TEXT_PIECE))
+        return
+    inflater = isal_zlib.decompressobj(wbits=31)  # 31: a gzip header and trailer around the stream
+    view = memoryview(raw)
+    for start in range(0, len(raw), _GZIP_PIECE):
+        yield inflater.decompress(view[start:start + _GZIP_PIECE])
+    if not inflater.eof:
+        raise EOFError("compressed file ended before the end-of-stream marker")
+    if inflater.unused_data:
+        raise _Untyped("more than one gzip member")
+
+
+def _decode_in_batches(pieces: Iterable[bytes], on_batch: Callable[[list], None]) -> _Document:
+    """Decode the traceEvents array in batches as its text arrives, each batch ending after the
+    last whole event in hand: the text and the structs of one batch reuse the memory of the
+    one before, where 25 MB of text and 100k structs at once would each take fresh pages.
+    A cut is found by a text search and proven by the decode: a cut inside an event or a
+    string cannot parse. Returns the document around the array, whose events all went to
+    ``on_batch``."""
+    pieces = iter(pieces)
+    head, rest = _array_head(pieces)
+    for piece in pieces:
+        cut, next_start = _last_event_end(piece)  # (one that straddles two pieces is passed over)
+        if cut:
+            on_batch(_BATCH_DECODER.decode(b"".join((b"[", rest, memoryview(piece)[:cut], b"]"))))
+            rest = piece[next_start:]
+        else:
+            rest += piece
+    tail = _DECODER.decode(b'{"traceEvents":[' + rest)  # the last events and what follows the array
+    on_batch(tail.traceEvents)
+    front = _DECODER.decode(head + b"[]}")
+    return _Document([], tail.deviceProperties or front.deviceProperties,
+                     tail.baseTimeNanoseconds or front.baseTimeNanoseconds)
+
+
+def _array_head(pieces: Iterator[bytes]) -> tuple[bytes, bytes]:
+    """(the text before the traceEvents array's "[", the text after it read so far)."""
+    text = b""
+    for piece in pieces:
+        text += piece
+        opening = _ARRAY_OPEN.search(text)
+        if opening:
+            return text[:opening.end() - 1], text[opening.end():]
+        if len(text) > _HEAD_LIMIT:
+            break
+    raise _Untyped("no traceEvents array near the start")
+
+
+def _last_event_end(text: bytes) -> tuple[int, int]:
+    """(end of the last event in ``text`` that another follows, start of that next one), or
+    (0, 0)."""
+    end = len(text)
+    while (brace := text.rfind(b"{", 0, end)) > 0:
+        gap = _EVENT_GAP.search(text, max(brace - 64, 0), brace)
+        if gap:
+            return gap.start() + 1, brace
+        end = brace
+    return 0, 0
 
 
 _CAT, _NAME, _PID, _TID = attrgetter("cat"), attrgetter("name"), attrgetter("pid"), attrgetter("tid")
 _TS, _DUR, _ARGS = attrgetter("ts"), attrgetter("dur"), attrgetter("args")
 
 
-def _typed_frame(rows: list[_Complete], base_ns: int) -> pd.DataFrame:
+class _Batch(NamedTuple):
+    """One batch's kept events as columns."""
+    codes: np.ndarray  # category code: index into _KEPT
+    ts_us: np.ndarray  # as written, before the trace's base
+    dur_us: np.ndarray
+    pid: np.ndarray
+    tid: np.ndarray
+    names: pa.Array
+    args: pa.Array  # each event's kept args as msgspec encodes them, less the braces
+
+
+class _Columns:
+    """The kept events of a trace, gathered batch by batch as columns and joined once."""
+
+    def __init__(self) -> None:
+        self.batches: list[_Batch] = []
+        self.process_names: dict[int, str] = {}
+        self.thread_names: dict[tuple[int, int], str] = {}
+
+    def add(self, events: list) -> None:
+        for event in [e for e in events if e.__class__ is _Metadata]:
+            if isinstance(event.pid, int) and event.args is not None and event.args.name is not None:
+                if event.name == "process_name":
+                    self.process_names[event.pid] = event.args.name
+                elif event.name == "thread_name" and isinstance(event.tid, int):
+                    self.thread_names[(event.pid, event.tid)] = event.args.name
+        self.batches.append(_batch_columns([e for e in events if e.__class__ is _Complete]))
+
+    def frame(self, base_ns: int) -> pd.DataFrame:
+        columns = _Batch(*(np.concatenate(parts) if isinstance(parts[0], np.ndarray) else pa.concat_arrays(parts)
+                           for parts in zip(*self.batches)))
+        stages, copy_fields = _stages_and_copies(columns.codes, columns.names)
+        return make_events(ts_ns=base_ns + _us_array_to_ns(columns.ts_us), source=SOURCE, kind="span",
+                           name=_categorical(columns.names), dur_ns=np.maximum(_us_array_to_ns(columns.dur_us), 0),
+                           pid=columns.pid, tid=columns.tid, stage=pd.Categorical.from_codes(stages, categories=STAGES),
+                           args=_args_json(columns.args, columns.codes, copy_fields))
+
+
+def _stages_and_copies(codes: np.ndarray, names: pa.Array) -> tuple[np.ndarray, pa.Array]:
+    """Each row's stage code, and the "copy" and "memory" fields that a memcpy row adds to its
+    args, both read from the copy's name ("Memcpy HtoD (Pageable -> Device)")."""
+    stages = _CAT_STAGE_CODE[codes]
+    fields: list[bytes | None] = [None] * len(codes)
+    copies = np.flatnonzero(codes == _CAT_CODE["gpu_memcpy"])
+    for i, name in zip(copies.tolist(), names.take(copies).to_pylist()):
+        match = _MEMCPY.match(name)
+        if match:
+            direction, src, dst = match.groups()
+            fields[i] = f'"copy":"{direction}","memory":"{_copy_memory(src, dst)}"'.encode()
+            stages[i] = STAGES.index(_MEMCPY_STAGE.get(direction, "inference"))
+    return stages, pa.array(fields, pa.binary())
+
+
+def _batch_columns(rows: list[_Complete]) -> _Batch:
     """Columns pulled from the decoded structs by C-level ``map``s (no Python loop over all
-    events); the categories become small integer codes that index per-category tables."""
+    events); categories become small integer codes that index per-category tables."""
     codes = np.fromiter(map(_CAT_CODE.get, map(_CAT, rows), repeat(-1)), np.int8, len(rows))
     if (codes < 0).any():
         rows = list(compress(rows, codes >= 0))
         codes = codes[codes >= 0]
-    n = len(rows)
-    names = list(map(_NAME, rows))
-    args = list(map(_ARGS, rows))
-    ts_ns = base_ns + _us_array_to_ns(np.fromiter(map(_TS, rows), np.float64, n))
-    dur_ns = np.maximum(_us_array_to_ns(np.fromiter(map(_DUR, rows), np.float64, n)), 0)
     pid = _int_column(list(map(_PID, rows)), -1)
     tid = _int_column(list(map(_TID, rows)), -1)
     on_gpu = np.flatnonzero(_CAT_IS_DEVICE[codes])
     pid[on_gpu], tid[on_gpu] = _gpu_lanes([rows[i] for i in on_gpu.tolist()])
-    stages = _CAT_STAGE_CODE[codes]
-    copies = np.flatnonzero(codes == _CAT_CODE["gpu_memcpy"])
-    extras: list[str | None] = [None] * n
-    for i in copies.tolist():
-        match = _MEMCPY.match(names[i])
-        if match:
-            direction, src, dst = match.groups()
-            extras[i] = f'"copy":"{direction}","memory":"{_copy_memory(src, dst)}"'
-            stages[i] = STAGES.index(_MEMCPY_STAGE.get(direction, "inference"))
-    return make_events(ts_ns=ts_ns, source=SOURCE, kind="span", name=_categorical(names), dur_ns=dur_ns, pid=pid,
-                       tid=tid, stage=pd.Categorical.from_codes(stages, categories=STAGES),
-                       args=_args_json(args, codes, extras))
+    return _Batch(codes, np.fromiter(map(_TS, rows), np.float64, len(rows)),
+                  np.fromiter(map(_DUR, rows), np.float64, len(rows)), pid, tid,
+                  pa.array(list(map(_NAME, rows)), pa.string()), _encoded_args(list(map(_ARGS, rows))))
+
+
+def _encoded_args(args: list[_Args]) -> pa.Array:
+    """Each row's kept args as msgspec encodes them, less the braces. One encode of the whole
+    list takes half the time of one per row; the list splits at its "},{" seams, unless one
+    also falls inside a value (a string or raw JSON), where it is encoded row by row."""
+    text = bytearray()
+    _ENCODER.encode_into(args, text)
+    text[-1:] = b",{"  # "[{a},{b}]" becomes "[{a},{b},{": a seam after every row
+    marks = np.frombuffer(text, np.uint8)
+    commas = np.flatnonzero(marks == ord(","))
+    seams = commas[(marks[commas - 1] == ord("}")) & (marks[commas + 1] == ord("{"))]
+    if len(seams) != len(args):
+        return pc.binary_slice(pa.array(list(map(_ENCODER.encode, args)), pa.binary()), 1, -1)
+    offsets = np.concatenate(([2], seams + 2)).astype(np.int32)  # row i: its args, then "},{"
+    rows = pa.Array.from_buffers(pa.binary(), len(args), [None, pa.py_buffer(offsets), pa.py_buffer(text)])
+    return pc.binary_slice(rows, 0, -3)
 
 
 def _gpu_lanes(rows: list[_Complete]) -> tuple[np.ndarray, np.ndarray]:
@@ -235,21 +350,19 @@ def _copy_memory(src: str, dst: str) -> str:
     return "pinned" if "Pinned" in (src, dst) else "pageable" if "Pageable" in (src, dst) else "device"
 
 
-def _args_json(args: list[_Args], codes: np.ndarray, extras: list[str | None]) -> pa.Array:
-    """Per row ``{"cat":…,<kept args>,<extras>}`` as compact JSON text. msgspec encodes each
-    row's args once; Arrow joins in the category head and the extras column-wise."""
-    bodies = pa.array(list(map(_ENCODE, args)), pa.binary()).cast(pa.string())
-    inner = pc.utf8_slice_codeunits(bodies, 1, -1)  # between the braces
-    inner = pc.if_else(pc.equal(inner, ""), pa.scalar(None, pa.string()), inner)  # nulls are skipped
-    joined = pc.binary_join_element_wise(_CAT_HEAD.take(pa.array(codes)), inner, pa.array(extras, pa.string()),
-                                         ",", null_handling="skip")
-    return pc.binary_join_element_wise(joined, "}", "")
+def _args_json(args: pa.Array, codes: np.ndarray, extras: pa.Array) -> pa.Array:
+    """Per row ``{"cat":…,<kept args>,<extras>}`` as compact JSON text, joined column-wise by
+    Arrow from the category head, the encoded args (less their braces) and the extra fields."""
+    inner = pc.if_else(pc.equal(args, b""), pa.scalar(None, pa.binary()), args)  # nulls are skipped
+    joined = pc.binary_join_element_wise(_CAT_HEAD.take(pa.array(codes)), inner, extras, b",",
+                                         null_handling="skip")
+    return pc.binary_join_element_wise(joined, b"}", b"").cast(pa.string())
 
 
-def _categorical(values: list[str]) -> pd.Categorical:
+def _categorical(values: pa.Array) -> pd.Categorical:
     """``pd.Categorical(values)`` (sorted categories) through Arrow's hash encoding, which is
     faster on many repeats of a few hundred long kernel names."""
-    encoded = pa.array(values, pa.string()).dictionary_encode()
+    encoded = values.dictionary_encode()
     uniques = encoded.dictionary.to_pylist()
     order = sorted(range(len(uniques)), key=uniques.__getitem__)
     rank = np.empty(len(order), dtype=np.int32)
@@ -333,7 +446,7 @@ def _int(value: object, default: int) -> int:
     return value if isinstance(value, int) else default
 
 
-def _us_array_to_ns(values: list) -> np.ndarray:
+def _us_array_to_ns(values: list | np.ndarray) -> np.ndarray:
     """µs (ints or floats) to integer ns. Whole µs convert exactly; the fraction is rounded to
     the ns (float64 holds epoch-µs values to about 0.25 µs, which bounds what survives)."""
     try:

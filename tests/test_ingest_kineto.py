@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
-from probes.kineto import KinetoError, ingest_kineto
+from probes import kineto
+from probes.kineto import KinetoError, KinetoTrace, _ingest_generic, ingest_kineto, read_trace_json
 from profiler.timeline import gpu_pid
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "kineto"
@@ -72,19 +74,60 @@ def test_broken_trace_is_one_clear_error(tmp_path) -> None:
         ingest_kineto(other)
 
 
-@pytest.mark.parametrize("name", ["a100_train_rank0", "v100_ns_resolution", "alexnet_a100_pageable_sync"])
-def test_typed_parse_matches_generic_parse(name: str) -> None:
-    """The fast typed decode is taken on real traces and yields exactly what the generic JSON path does."""
-    from probes.kineto import _ingest_generic, read_trace_json
-
-    path = DATA / f"{name}.json.gz"
-    fast = ingest_kineto(path)
-    slow = _ingest_generic(read_trace_json(path))
-    assert (fast.parser, slow.parser) == ("typed", "generic")
+def assert_same_trace(fast: KinetoTrace, slow: KinetoTrace) -> None:
     for column in fast.events.columns.drop("args"):
         assert fast.events[column].equals(slow.events[column]), column
     assert [json.loads(a) for a in fast.events["args"]] == [json.loads(a) for a in slow.events["args"]]
     assert (fast.process_names, fast.thread_names) == (slow.process_names, slow.thread_names)
+    assert (fast.base_time_ns, fast.device_properties) == (slow.base_time_ns, slow.device_properties)
+
+
+@pytest.mark.parametrize("name", ["a100_train_rank0", "v100_ns_resolution", "alexnet_a100_pageable_sync"])
+def test_typed_parse_matches_generic_parse(name: str) -> None:
+    """The fast typed decode is taken on real traces and yields exactly what the generic JSON path does."""
+    path = DATA / f"{name}.json.gz"
+    fast = ingest_kineto(path)
+    slow = _ingest_generic(read_trace_json(path))
+    assert (fast.parser, slow.parser) == ("typed", "generic")
+    assert_same_trace(fast, slow)
+
+
+def _relaid(document: dict, layout: str) -> bytes:
+    events = document["traceEvents"]
+    if layout == "braces in values":  # what the batch cuts search for, inside a name and an arg
+        events[3]["name"] = 'odd },{"ph": "X", name'
+        next(e for e in events if e.get("cat") == "cuda_sync")["args"]["cuda_sync_kind"] = "},{"
+    if layout == "events first":  # another array of objects follows the events
+        document = {"traceEvents": events, "deviceProperties": document["deviceProperties"]}
+    if layout == "compact":
+        return json.dumps(document, separators=(",", ":")).encode()
+    return json.dumps(document, indent=1).encode()
+
+
+@pytest.mark.parametrize("layout, gzipped, parser", [
+    ("compact", True, "typed"), ("indented", True, "typed"), ("indented", False, "typed"),
+    ("braces in values", True, "typed"), ("events first", True, "generic")])
+def test_batched_decode_is_exact_in_any_layout(layout: str, gzipped: bool, parser: str, tmp_path,
+                                               monkeypatch) -> None:
+    """The typed path decodes the events in batches cut where a text search finds the end of an
+    event; however the JSON is laid out, the result is the generic path's (a layout it cannot cut
+    goes the generic way)."""
+    monkeypatch.setattr(kineto, "_GZIP_PIECE", 512)  # some hundred batches
+    monkeypatch.setattr(kineto, "_TEXT_PIECE", 4096)
+    document = json.loads(gzip.decompress((DATA / "alexnet_a100_pageable_sync.json.gz").read_bytes()))
+    text = _relaid(document, layout)
+    path = tmp_path / "trace.json"
+    path.write_bytes(gzip.compress(text) if gzipped else text)
+    fast = ingest_kineto(path)
+    assert fast.parser == parser
+    assert_same_trace(fast, _ingest_generic(read_trace_json(path)))
+
+
+def test_every_member_of_a_multi_member_gzip_is_read(tmp_path) -> None:
+    text = gzip.decompress((DATA / "alexnet_a100_pageable_sync.json.gz").read_bytes())
+    path = tmp_path / "members.json.gz"
+    path.write_bytes(gzip.compress(text[:5000]) + gzip.compress(text[5000:]))
+    assert_same_trace(ingest_kineto(path), ingest_kineto(DATA / "alexnet_a100_pageable_sync.json.gz"))
 
 
 def test_odd_shaped_trace_takes_the_generic_path(tmp_path) -> None:

@@ -20,11 +20,13 @@ def check(timeline: pd.DataFrame, ctx: AnalysisContext) -> list[Finding]:
     samples = ctx.samples
     if samples.empty:
         return []
-    window = float((samples["ts_ns"] + samples["dur_ns"]).max() - samples["ts_ns"].min())
+    start, end = _loaded_window(ctx, samples)
+    samples = samples[(samples["ts_ns"] >= start) & (samples["ts_ns"] < end)]
+    window = float(end - start)
     busy = samples[samples["attributed"] != IDLE]
     busy_threads = float(busy["dur_ns"].sum()) / window if window > 0 else 0.0
     cpu = ctx.of("proc", "counter")
-    cpu = cpu[cpu["name"] == "cpu_percent"]
+    cpu = cpu[(cpu["name"] == "cpu_percent") & (cpu["ts_ns"] >= start) & (cpu["ts_ns"] < end)]
     cores = int((ctx.meta.get("host") or {}).get("cores") or 1)
     if cpu.empty or cores < 2:
         return []
@@ -42,3 +44,11 @@ def check(timeline: pd.DataFrame, ctx: AnalysisContext) -> list[Finding]:
                     f"{cores_used:.2f} of {cores} cores", removed,
                     {"busy_threads_mean": round(busy_threads, 2), "cores_used": round(cores_used, 2), "cores": cores},
                     fix, gain, [EventRef("pyspy")])]
+
+
+def _loaded_window(ctx: AnalysisContext, samples: pd.DataFrame) -> tuple[int, int]:
+    """While requests were being served (an attach window often starts and ends idle)."""
+    requests = ctx.wire_requests
+    if len(requests):
+        return int(requests["start_ns"].min()), int(requests["end_ns"].max())
+    return int(samples["ts_ns"].min()), int((samples["ts_ns"] + samples["dur_ns"]).max())

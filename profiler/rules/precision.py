@@ -13,7 +13,7 @@ import pandas as pd
 
 from profiler.analysis.context import AnalysisContext
 from profiler.analysis.model import EventRef, Finding, Fix
-from profiler.rules.common import finding, kineto_category, per_request_ms, percent, runs_int8
+from profiler.rules.common import finding, inference_runtime, kineto_category, per_request_ms, percent, runs_int8
 
 MIN_INFERENCE_SHARE = 0.30
 MIN_SPEEDUP = 1.2
@@ -34,6 +34,8 @@ def _cpu(ctx: AnalysisContext) -> list[Finding]:
     calibration = ctx.calibration
     if share < MIN_INFERENCE_SHARE or calibration is None:
         return []
+    if inference_runtime(ctx) not in ("ort", None):
+        return []  # INT8 here means ONNX Runtime: runtime-switch is the first step for a torch server
     speedup = float(calibration.precision_speedup.get("int8-static@1", 0.0))
     if speedup < MIN_SPEEDUP:
         return []

@@ -27,7 +27,8 @@ def check(timeline: pd.DataFrame, ctx: AnalysisContext) -> list[Finding]:
     removed = share * (1.0 - 1.0 / speedup)
     gain = ctx.amdahl(removed, [f"ONNX Runtime runs this model {speedup:.2f}x faster than {runtime} at batch 1 "
                                 "(calibrated on this host, same thread count)"], "calibrated")
-    fix = Fix("export the model to ONNX and serve it with ONNX Runtime",
+    fix = Fix("export the model to ONNX and serve it with ONNX Runtime (then consider INT8 on it: "
+              "reduced-precision)",
               "torch.onnx.export(model, example, 'model.onnx', dynamo=True, external_data=False)\n"
               "session = onnxruntime.InferenceSession('model.onnx', providers=['CPUExecutionProvider'])",
               {"--backend": "ort"})

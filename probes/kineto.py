@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from itertools import compress, repeat
 from operator import attrgetter
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, NamedTuple, Union
+from typing import NamedTuple, Union
 
 import msgspec
 import numpy as np
@@ -27,9 +27,10 @@ import orjson
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-from isal import igzip, isal_zlib
+from isal import igzip
 from isal.igzip_lib import IsalError
 
+from probes.json_batches import NotBatchable, decode_in_batches, text_pieces
 from profiler.timeline import STAGES, gpu_pid, make_events
 
 SOURCE = "torch"
@@ -43,10 +44,6 @@ _ARG_KEYS = ("correlation", "stream", "device", "bytes", "External id", "Input D
 
 class KinetoError(ValueError):
     pass
-
-
-class _Untyped(Exception):
-    """The text is not laid out as the typed path expects; the generic path takes it."""
 
 
 @dataclass
@@ -165,85 +162,15 @@ def ingest_kineto(path: Path | str) -> KinetoTrace:
         raise KinetoError(f"{path}: not a readable kineto trace ({exc})") from None
     try:
         columns = _Columns()
-        document = _decode_in_batches(_text_pieces(raw), columns.add)
-    except (msgspec.DecodeError, EOFError, IsalError, _Untyped):
+        document = decode_in_batches(text_pieces(raw), b"traceEvents", _BATCH_DECODER, _DECODER, columns.add)
+    except (msgspec.DecodeError, EOFError, IsalError, NotBatchable):
         return _ingest_generic(read_trace_json(path))
     base = int(document.baseTimeNanoseconds or 0)
     return KinetoTrace(columns.frame(base), list(document.deviceProperties or []), columns.process_names,
                        columns.thread_names, base)
 
 
-_GZIP_PIECE = 1 << 14  # compressed bytes inflated at a time: some 300 kB of kineto JSON
-_TEXT_PIECE = 1 << 18  # the same for a plain JSON file
-_HEAD_LIMIT = 1 << 20  # kineto writes a few kB before its events; later than this, the generic path reads it
-_ARRAY_OPEN = re.compile(rb'"traceEvents"\s*:\s*\[')
-_EVENT_GAP = re.compile(rb"\}\s*,\s*\Z")  # between two events: one's "}", a comma, then the next's "{"
 _BATCH_DECODER = msgspec.json.Decoder(list[_TraceEvent])
-
-
-def _text_pieces(raw: bytes) -> Iterator[bytes]:
-    """The JSON text in consecutive pieces, inflated piece by piece if gzipped (ISA-L: twice
-    zlib's speed). Raises EOFError if the stream is cut short, IsalError if it is
-    corrupt, and _Untyped if more gzip members follow (the generic path's reader takes those)."""
-    if raw[:2] != b"\x1f\x8b":
-        yield from (raw[start:start + _TEXT_PIECE] for start in range(0, len(raw), _TEXT_PIECE))
-        return
-    inflater = isal_zlib.decompressobj(wbits=31)  # 31: a gzip header and trailer around the stream
-    view = memoryview(raw)
-    for start in range(0, len(raw), _GZIP_PIECE):
-        yield inflater.decompress(view[start:start + _GZIP_PIECE])
-    if not inflater.eof:
-        raise EOFError("compressed file ended before the end-of-stream marker")
-    if inflater.unused_data:
-        raise _Untyped("more than one gzip member")
-
-
-def _decode_in_batches(pieces: Iterable[bytes], on_batch: Callable[[list], None]) -> _Document:
-    """Decode the traceEvents array in batches as its text arrives, each batch ending after the
-    last whole event in hand: the text and the structs of one batch reuse the memory of the
-    one before, where 25 MB of text and 100k structs at once would each take fresh pages.
-    A cut is found by a text search and proven by the decode: a cut inside an event or a
-    string cannot parse. Returns the document around the array, whose events all went to
-    ``on_batch``."""
-    pieces = iter(pieces)
-    head, rest = _array_head(pieces)
-    for piece in pieces:
-        cut, next_start = _last_event_end(piece)  # (one that straddles two pieces is passed over)
-        if cut:
-            on_batch(_BATCH_DECODER.decode(b"".join((b"[", rest, memoryview(piece)[:cut], b"]"))))
-            rest = piece[next_start:]
-        else:
-            rest += piece
-    tail = _DECODER.decode(b'{"traceEvents":[' + rest)  # the last events and what follows the array
-    on_batch(tail.traceEvents)
-    front = _DECODER.decode(head + b"[]}")
-    return _Document([], tail.deviceProperties or front.deviceProperties,
-                     tail.baseTimeNanoseconds or front.baseTimeNanoseconds)
-
-
-def _array_head(pieces: Iterator[bytes]) -> tuple[bytes, bytes]:
-    """(the text before the traceEvents array's "[", the text after it read so far)."""
-    text = b""
-    for piece in pieces:
-        text += piece
-        opening = _ARRAY_OPEN.search(text)
-        if opening:
-            return text[:opening.end() - 1], text[opening.end():]
-        if len(text) > _HEAD_LIMIT:
-            break
-    raise _Untyped("no traceEvents array near the start")
-
-
-def _last_event_end(text: bytes) -> tuple[int, int]:
-    """(end of the last event in ``text`` that another follows, start of that next one), or
-    (0, 0)."""
-    end = len(text)
-    while (brace := text.rfind(b"{", 0, end)) > 0:
-        gap = _EVENT_GAP.search(text, max(brace - 64, 0), brace)
-        if gap:
-            return gap.start() + 1, brace
-        end = brace
-    return 0, 0
 
 
 _CAT, _NAME, _PID, _TID = attrgetter("cat"), attrgetter("name"), attrgetter("pid"), attrgetter("tid")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from probes import kineto
+from probes import json_batches
 from probes.kineto import KinetoError, KinetoTrace, _ingest_generic, ingest_kineto, read_trace_json
 from profiler.timeline import gpu_pid
 
@@ -112,8 +112,8 @@ def test_batched_decode_is_exact_in_any_layout(layout: str, gzipped: bool, parse
     """The typed path decodes the events in batches cut where a text search finds the end of an
     event; however the JSON is laid out, the result is the generic path's (a layout it cannot cut
     goes the generic way)."""
-    monkeypatch.setattr(kineto, "_GZIP_PIECE", 512)  # some hundred batches
-    monkeypatch.setattr(kineto, "_TEXT_PIECE", 4096)
+    monkeypatch.setattr(json_batches, "GZIP_PIECE", 512)  # some hundred batches
+    monkeypatch.setattr(json_batches, "TEXT_PIECE", 4096)
     document = json.loads(gzip.decompress((DATA / "alexnet_a100_pageable_sync.json.gz").read_bytes()))
     text = _relaid(document, layout)
     path = tmp_path / "trace.json"

@@ -4,14 +4,15 @@ findings by the share of time they explain, and add the hotspots and stage break
 from __future__ import annotations
 
 from dataclasses import asdict
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from profiler.analysis.context import AnalysisContext
 from profiler.analysis.hotspots import basis, hotspots, stage_rows
 from profiler.analysis.model import Finding, Report
 from profiler.session import Session
 
-RuleCheck = Callable[[Any, AnalysisContext], list[Finding]]
+if TYPE_CHECKING:
+    from profiler.rules import RuleCheck
 
 
 def default_attribution() -> Callable | None:

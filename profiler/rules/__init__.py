@@ -8,7 +8,7 @@ analysis, Holistic Trace Analysis, SageMaker Debugger).
 
 from __future__ import annotations
 
-from typing import Callable, Protocol
+from typing import Protocol
 
 import pandas as pd
 
@@ -19,12 +19,13 @@ from profiler.rules import (batching, cache, cpu_fallback, device_idle, gil, gra
                             threads)
 
 
-class Rule(Protocol):
-    id: str
-    check: Callable[[pd.DataFrame, AnalysisContext], list[Finding]]
+class RuleCheck(Protocol):
+    """What every rule is: measured evidence in, findings out."""
+
+    def __call__(self, timeline: pd.DataFrame, context: AnalysisContext) -> list[Finding]: ...
 
 
-RULES: dict[str, Callable[[pd.DataFrame, AnalysisContext], list[Finding]]] = {
+RULES: dict[str, RuleCheck] = {
     "decode-bound": stage_bound.decode_bound,
     "preprocess-bound": stage_bound.preprocess_bound,
     "batching-opportunity": batching.check,

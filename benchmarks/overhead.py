@@ -16,28 +16,32 @@ import asyncio
 import statistics
 import sys
 import tempfile
+import time
 from pathlib import Path
+
+import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from probes import agent as agent_probe  # noqa: E402
-from probes import proc, pyspy  # noqa: E402
+from probes import proc, pyspy, wire  # noqa: E402
 from profiler.collect import DEFAULT_PROBES, DEFAULT_PYSPY_RATE  # noqa: E402
 from samples.loadgen.runner import LoadRunner, LoadSpec  # noqa: E402
 from samples.loadgen.workload import ImageMix  # noqa: E402
 from samples.sample_server.process import ServerProcess  # noqa: E402
 
-# name -> (py-spy rate or None, proc sampler, agent probes)
+# name -> (py-spy rate or None, proc sampler, agent probes, wire capture)
 CONFIGS = {
-    "off": (None, False, ()),
-    f"default set ({', '.join(sorted(DEFAULT_PROBES - {'nvml'}))})": (DEFAULT_PYSPY_RATE, True, ("stages",)),
-    f"py-spy {DEFAULT_PYSPY_RATE} Hz": (DEFAULT_PYSPY_RATE, False, ()),
-    "py-spy 100 Hz": (100, False, ()),
-    "py-spy 1000 Hz": (1000, False, ()),
-    "proc (psutil, 10 Hz)": (None, True, ()),
-    "stage spans": (None, False, ("stages",)),
-    "framework profiling": (None, False, ("framework",)),
+    "off": (None, False, (), False),
+    f"default set ({', '.join(sorted(DEFAULT_PROBES - {'nvml'}))})": (DEFAULT_PYSPY_RATE, True, ("stages",), True),
+    f"py-spy {DEFAULT_PYSPY_RATE} Hz": (DEFAULT_PYSPY_RATE, False, (), False),
+    "py-spy 100 Hz": (100, False, (), False),
+    "py-spy 1000 Hz": (1000, False, (), False),
+    "proc (psutil, 10 Hz)": (None, True, (), False),
+    "http (wire capture)": (None, False, (), True),
+    "stage spans": (None, False, ("stages",), False),
+    "framework profiling": (None, False, ("framework",), False),
 }
 
 
@@ -53,10 +57,14 @@ def throughput(url: str, seconds: float, concurrency: int) -> float:
     return len(ok) / ((last - first) / 1e9)
 
 
-def measure(server: ServerProcess, config: tuple, seconds: float, concurrency: int, scratch: Path) -> float:
-    rate, with_proc, agent_probes = config
+def measure(server: ServerProcess, config: tuple, seconds: float, concurrency: int, scratch: Path,
+            cpu: list[float] | None = None) -> float:
+    """Throughput under the config; appends to ``cpu`` the CPU seconds the out-of-server probes
+    (py-spy, the psutil sampler thread, the wire capture) spent per second of the window."""
+    rate, with_proc, agent_probes, with_wire = config
     out = Path(tempfile.mkdtemp(dir=scratch))
-    recorder = sampler = client = None
+    recorder = sampler = client = capture = None
+    spent, started = 0.0, time.monotonic()
     try:
         if rate:
             recorder = pyspy.PySpyRecorder(server.pid, out / "pyspy", pyspy.PySpyOptions(rate=rate))
@@ -64,10 +72,16 @@ def measure(server: ServerProcess, config: tuple, seconds: float, concurrency: i
         if with_proc:
             sampler = proc.ProcSampler(server.pid, out / "proc")
             sampler.start()
+        if with_wire:
+            capture = wire.WireProbe(server.pid, out / "http")
+            capture.start()
         if agent_probes:
             client = agent_probe.AgentClient(server.pid)
             client.request("start", out_dir=str(out), probes=list(agent_probes))
-        return throughput(server.url, seconds, concurrency)
+        before, started = _probe_cpu_s(recorder, sampler), time.monotonic()
+        result = throughput(server.url, seconds, concurrency)
+        spent = _probe_cpu_s(recorder, sampler) - before
+        return result
     finally:
         if client is not None:
             client.request("stop")
@@ -76,23 +90,43 @@ def measure(server: ServerProcess, config: tuple, seconds: float, concurrency: i
             sampler.stop()
         if recorder is not None:
             recorder.stop()
+        if capture is not None:
+            spent += capture.stop().get("cpu_s", 0.0)  # its start-up included: an upper bound
+        if cpu is not None:
+            cpu.append(spent / max(time.monotonic() - started, 1e-9))
 
 
-def run_backend(backend: str, configs: dict, args: argparse.Namespace, scratch: Path) -> dict[str, list[float]]:
+def _probe_cpu_s(recorder, sampler) -> float:
+    """CPU seconds so far of py-spy (its own process) and of the psutil sampler's thread."""
+    total = 0.0
+    if recorder is not None and recorder.process is not None:
+        try:
+            times = psutil.Process(recorder.process.pid).cpu_times()
+            total += times.user + times.system
+        except psutil.Error:
+            pass
+    if sampler is not None and sampler._thread is not None:
+        native = sampler._thread.native_id
+        total += sum(t.user_time + t.system_time for t in psutil.Process().threads() if t.id == native)
+    return total
+
+
+def run_backend(backend: str, configs: dict, args: argparse.Namespace, scratch: Path) -> dict[str, tuple]:
     ratios: dict[str, list[float]] = {name: [] for name in configs}
     rates: dict[str, list[float]] = {name: [] for name in configs}
+    cpus: dict[str, list[float]] = {name: [] for name in configs}
     with ServerProcess(["--backend", backend, "--intra-op-threads", "1"]) as server:
         throughput(server.url, 3.0, args.concurrency)  # warm the server (first requests are slow)
         for round_index in range(args.rounds):
             order = list(configs) if round_index % 2 == 0 else list(reversed(configs))  # A/B/B/A
-            results = {name: measure(server, configs[name], args.seconds, args.concurrency, scratch)
+            results = {name: measure(server, configs[name], args.seconds, args.concurrency, scratch, cpus[name])
                        for name in order}
             for name, value in results.items():
                 rates[name].append(value)
                 ratios[name].append(value / results["off"] if results["off"] else float("nan"))
             print(f"  {backend} round {round_index + 1}: " + ", ".join(f"{n}: {v:.1f}" for n, v in results.items()),
                   file=sys.stderr)
-    return {name: (rates[name], ratios[name]) for name in configs}  # type: ignore[misc]
+    return {name: (rates[name], ratios[name], cpus[name]) for name in configs}
 
 
 def main() -> int:
@@ -115,15 +149,20 @@ def main() -> int:
                                 Path(scratch))
     print(f"sample server (1 worker, ORT/torch 1 intra-op thread), closed loop {args.concurrency} clients, "
           f"{args.seconds:g} s per run, {args.rounds} rounds alternating order; ratio = throughput / probes-off "
-          "of the same round\n")
-    print("| backend | probes | req/s median [min..max] | ratio median [min..max] |\n|---|---|---|---|")
+          "of the same round; probe CPU = CPU seconds of py-spy, the psutil sampler and the wire capture per "
+          "second of the window, over all cores (stage spans and framework profiling run inside the server)\n")
+    cores = psutil.cpu_count() or 1
+    print(f"| backend | probes | req/s median [min..max] | ratio median [min..max] | probe CPU, % of the "
+          f"{cores}-core machine |\n|---|---|---|---|---|")
     for backend, results in (("ort", ort), ("torch-eager", torch)):
         if not results:
             continue
-        for name, (rates, ratios) in results.items():
+        for name, (rates, ratios, cpu) in results.items():
             label = "ORT per-node profiling" if name == "framework profiling" else name
+            machine = f"{100 * statistics.median(cpu) / cores:.2f} [{100 * min(cpu) / cores:.2f}.." \
+                      f"{100 * max(cpu) / cores:.2f}]" if any(cpu) else "in the server"
             print(f"| {backend} | {label} | {statistics.median(rates):.1f} [{min(rates):.1f}..{max(rates):.1f}] | "
-                  f"{statistics.median(ratios):.3f} [{min(ratios):.3f}..{max(ratios):.3f}] |")
+                  f"{statistics.median(ratios):.3f} [{min(ratios):.3f}..{max(ratios):.3f}] | {machine} |")
     return 0
 
 

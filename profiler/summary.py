@@ -98,7 +98,9 @@ def print_summary(summary: Summary, console: Console, session_path: object) -> N
         console.print(table)
     for note in summary.notes[-5:]:
         console.print(f"[yellow]note:[/yellow] {note}", highlight=False)
-    console.print(f"session: [bold]{session_path}[/bold]  (prof export {session_path} --chrome trace.json)")
+    console.print(f"session: [bold]{session_path}[/bold]")
+    console.print(f"next: [bold]prof report {session_path}[/bold] names the bottleneck and the fix · "
+                  f"prof export {session_path} --chrome trace.json for Perfetto", highlight=False)
 
 
 def wire_line(wire: WireStats) -> str:

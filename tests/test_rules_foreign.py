@@ -23,17 +23,17 @@ from samples.sample_server.process import free_port
 
 SERVER = Path(__file__).with_name("foreign_server.py")
 PROF = [sys.executable, "-m", "profiler.cli"]
-IMAGE = os.urandom(60_000)
 
 
 def drive(port: int, mode: str, seconds: float, clients: int) -> int:
-    body = json.dumps({"image": base64.b64encode(IMAGE).decode()}).encode() if mode == "json" else IMAGE
     deadline = time.monotonic() + seconds
     done = []
 
     def client() -> None:
         connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
         while time.monotonic() < deadline:
+            image = os.urandom(60_000)  # every body new
+            body = json.dumps({"image": base64.b64encode(image).decode()}).encode() if mode == "json" else image
             connection.request("POST", "/classify", body, {"Content-Type": "application/json"})
             connection.getresponse().read()
             done.append(1)

@@ -196,6 +196,32 @@ def test_target_exiting_mid_collection_keeps_the_session(tmp_path) -> None:
     assert session.timeline["source"].value_counts().get("proc", 0) > 0
 
 
+def test_ctrl_c_during_prof_attach_ends_early_and_keeps_everything(http_server, tmp_path) -> None:
+    process, port = http_server
+    out = tmp_path / "interrupted"
+    attach = subprocess.Popen([*PROF, "attach", str(process.pid), "--duration", "60", "--out", str(out)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not (out / "raw" / "http" / "meta.json").is_file() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    for _ in range(10):
+        httpx.get(f"http://127.0.0.1:{port}/", headers={"X-Request-ID": "seen-before-ctrl-c"})
+    time.sleep(1.0)
+    children = {c.pid for c in psutil.Process(attach.pid).children(recursive=True)}
+    assert children, "py-spy and the wire capture run as children"
+    attach.send_signal(signal.SIGINT)
+    stdout, stderr = attach.communicate(timeout=60)
+    assert attach.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    assert not [pid for pid in children if psutil.pid_exists(pid)
+                and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
+    session = load(out)
+    assert session.meta["outcome"] == "interrupted"
+    counts = session.timeline["source"].value_counts()
+    assert counts.get("pyspy", 0) > 0 and counts.get("proc", 0) > 0
+    assert "seen-before-ctrl-c" in set(session.timeline["request_id"].dropna().astype(str))  # the wire kept it
+
+
 def test_output_dir_not_writable_fails_before_anything_starts(tmp_path) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("")

@@ -34,8 +34,10 @@ def _cpu(ctx: AnalysisContext) -> list[Finding]:
     calibration = ctx.calibration
     if share < MIN_INFERENCE_SHARE or calibration is None:
         return []
-    if inference_runtime(ctx) not in ("ort", None):
-        return []  # INT8 here means ONNX Runtime: runtime-switch is the first step for a torch server
+    if inference_runtime(ctx) != "ort":
+        # INT8 here means ONNX Runtime: for torch, runtime-switch is the first step; for a model
+        # prof cannot see, the calibrated figures are not its figures
+        return []
     speedup = float(calibration.precision_speedup.get("int8-static@1", 0.0))
     if speedup < MIN_SPEEDUP:
         return []

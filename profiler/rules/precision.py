@@ -17,6 +17,7 @@ from profiler.rules.common import finding, inference_runtime, kineto_category, p
 
 MIN_INFERENCE_SHARE = 0.30
 MIN_SPEEDUP = 1.2
+FP32_TIME_FRACTION = 0.85
 _FP32_KERNEL = r"sgemm|s\d{3,4}gemm|_fp32|f32_|float, float"
 _HEAVY_KERNEL = r"gemm|conv|cutlass|cudnn"
 GPU_FP16_SPEEDUP = 2.0  # assumed: tensor cores at half precision; calibrate on the GPU to know
@@ -52,7 +53,10 @@ def _cpu(ctx: AnalysisContext) -> list[Finding]:
             return []
         evidence.update(inference_ms_per_request=round(measured, 2), calibrated_fp32_ms=round(fp32, 2),
                         calibrated_int8_ms=round(fp32 / speedup, 2))
-        if measured < fp32 * (1 + 1 / speedup) / 2:  # nearer the int8 time than the fp32 time
+        # Co-running work only ever stretches the measured time (2-2.5x seen here with decode
+        # threads beside inference), so an fp32 model measures at or above its calibrated time;
+        # an int8 one, even stretched, stays well below it.
+        if measured < FP32_TIME_FRACTION * fp32:
             return []
     else:
         evidence["ort_ops"] = "no quantized ops in the ORT trace"

@@ -118,28 +118,63 @@ def rate_series(requests: pd.DataFrame, bin_ns: int = 1_000_000_000) -> pd.DataF
                          "completions_per_s": completions * scale, "in_flight_mean": in_flight})
 
 
-def requests_of_samples(timeline: pd.DataFrame) -> pd.Series:
-    """The wire request each py-spy sample of the target served, where time makes it
-    unambiguous: exactly one request of that process was in flight at the sample's middle.
-    Returns request ids indexed like the samples (missing where it cannot be told)."""
+def requests_of_samples(timeline: pd.DataFrame, busy: pd.Series | None = None) -> pd.Series:
+    """The wire request each py-spy sample served, by time and thread.
+
+    First by time alone: a sample taken while exactly one request was in flight served it.
+    Those samples bind their thread to that request's connection when a thread's samples
+    agree on one connection (servers with a thread per connection, like ``http.server``'s
+    threaded one); the bound thread's other samples then served the request its connection
+    had in flight. ``busy`` (a mask over the samples) leaves idle ones out: a thread waiting
+    for its next request served nothing. Returns request ids indexed like the samples."""
     samples = timeline[(timeline["source"] == "pyspy") & (timeline["kind"] == "sample")]
-    requests = wire_requests(timeline)
     out = pd.Series(pd.NA, index=samples.index, dtype="object")
+    requests = wire_requests(timeline)
+    if busy is not None:
+        samples = samples[busy.reindex(samples.index, fill_value=False).to_numpy(bool)]
     if samples.empty or requests.empty:
         return out
-    flight = in_flight_series(requests)
     middles = (samples["ts_ns"] + samples["dur_ns"] // 2).to_numpy(np.int64)
+    flight = in_flight_series(requests)
     position = np.searchsorted(flight["ts_ns"].to_numpy(), middles, side="right") - 1
     alone = (position >= 0) & (flight["in_flight"].to_numpy()[np.maximum(position, 0)] == 1)
+    tied = np.where(alone, _in_flight_at(requests, middles), None)
+    conn_of = dict(zip(requests["request_id"], requests["conn"]))
+    for tid, conn in _bound_threads(samples["tid"].to_numpy(), tied, samples["dur_ns"].to_numpy(), conn_of).items():
+        mine = (samples["tid"].to_numpy() == tid) & pd.isna(tied)
+        on_conn = requests[requests["conn"] == conn]
+        tied[mine] = _in_flight_at(on_conn, middles[mine])
+    out[samples.index] = tied
+    return out
+
+
+def _in_flight_at(requests: pd.DataFrame, instants: np.ndarray) -> np.ndarray:
+    """Per instant, the id of the latest-started request still in flight then (or None)."""
     order = np.argsort(requests["start_ns"].to_numpy(), kind="stable")
     starts = requests["start_ns"].to_numpy()[order]
-    candidate = np.searchsorted(starts, middles, side="right") - 1
-    ids = requests["request_id"].to_numpy()[order]
     ends = requests["end_ns"].to_numpy()[order]
-    ok = alone & (candidate >= 0)
-    ok[ok] &= ends[candidate[ok]] >= middles[ok]
-    out[ok] = ids[candidate[ok]]
-    return out
+    ids = requests["request_id"].to_numpy()[order]
+    candidate = np.searchsorted(starts, instants, side="right") - 1
+    found = np.full(len(instants), None, dtype=object)
+    ok = candidate >= 0
+    ok[ok] &= ends[candidate[ok]] >= instants[ok]
+    found[ok] = ids[candidate[ok]]
+    return found
+
+
+def _bound_threads(tids: np.ndarray, tied: np.ndarray, durations: np.ndarray, conn_of: dict,
+                   min_ns: int = 20_000_000, agreement: float = 0.8) -> dict[int, object]:
+    """Threads whose time-tied samples (at least ``min_ns`` of them; py-spy merges an unchanged
+    stack into one long sample) agree on one connection, with that connection."""
+    known = ~pd.isna(tied)
+    pairs = pd.DataFrame({"tid": tids[known], "conn": [conn_of.get(r) for r in tied[known]],
+                          "ns": durations[known]}).dropna()
+    bound = {}
+    for tid, rows in pairs.groupby("tid"):
+        per_conn = rows.groupby("conn")["ns"].sum().sort_values(ascending=False)
+        if per_conn.sum() >= min_ns and per_conn.iloc[0] >= agreement * per_conn.sum():
+            bound[int(tid)] = per_conn.index[0]
+    return bound
 
 
 def _percentiles(values: np.ndarray) -> dict[str, float]:

@@ -191,3 +191,34 @@ def run_bpf(program: list[tuple[int, int, int, int]], packet: bytes, outgoing_on
             return k
         else:
             raise AssertionError(f"unexpected opcode {code:#x}")
+
+
+def test_samples_are_tied_to_requests_by_time_then_through_their_threads_connection() -> None:
+    """Generated events: two keep-alive connections, each served by its own thread. Where one
+    request is in flight, time alone ties a sample; the thread it ties then stands for its
+    connection while both are in flight."""
+    import orjson
+
+    from profiler.timeline import make_events, merge_events
+    from profiler.wire_stats import requests_of_samples
+
+    ms = 1_000_000
+    wire = [("a-0", 1, 0, 100), ("b-0", 2, 60, 180), ("a-1", 1, 110, 200), ("b-1", 2, 190, 300)]
+    http = make_events(ts_ns=[s * ms for _, _, s, _ in wire], source="http", kind="span", name="POST /x",
+                       dur_ns=[(e - s) * ms for _, _, s, e in wire], request_id=[r for r, *_ in wire],
+                       args=[orjson.dumps({"conn": c, "status": 200, "request_bytes": 1}).decode() for _, c, _, _ in wire])
+    # thread 11 serves connection 1, thread 22 connection 2: a sample every 10 ms while working
+    starts = [t for t in range(0, 100, 10)] + [t for t in range(110, 200, 10)]
+    starts_b = [t for t in range(60, 180, 10)] + [t for t in range(190, 300, 10)]
+    pyspy = make_events(ts_ns=[t * ms for t in starts + starts_b], source="pyspy", kind="sample", name="work",
+                        dur_ns=9 * ms, tid=[11] * len(starts) + [22] * len(starts_b))
+    timeline = merge_events([http, pyspy])
+    served = requests_of_samples(timeline)
+    samples = timeline.loc[served.index]
+    expected = []
+    for tid, t in zip(samples["tid"], samples["ts_ns"] // ms + 4):
+        conn = 1 if tid == 11 else 2
+        expected.append(next(r for r, c, s, e in wire if c == conn and s <= t <= e))
+    assert list(served) == expected  # every sample, including those while both were in flight
+    alone_only = requests_of_samples(timeline.assign(tid=timeline["tid"].where(timeline["source"] != "pyspy", -1)))
+    assert alone_only.notna().sum() < len(served)  # without threads, overlap stays unknown

@@ -3,6 +3,7 @@ arguments, so ``prof <command> --help`` is that command's full help."""
 
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import dataclass
 from typing import Callable
@@ -81,7 +82,8 @@ def _verify(argv: list[str]) -> int:
 
 COMMANDS: tuple[Command, ...] = (
     Command("run", "start the sample server (or your command), drive load, profile every layer, summarize", _run),
-    Command("attach", "profile a running Python server by pid (py-spy, psutil, NVML, the prof agent)", _attach),
+    Command("attach", "profile a running Python server by pid (py-spy, psutil, its HTTP traffic, NVML, the agent)",
+            _attach),
     Command("report", "name the bottleneck: findings with evidence, the fix and its estimated gain", _report),
     Command("verify", "re-run the sample server with each suggested fix: estimated vs measured gain", _verify),
     Command("export", "write a session as Chrome trace (Perfetto), speedscope or Parquet", _export),
@@ -98,7 +100,14 @@ def usage() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    try:
+        return _dispatch(sys.argv[1:] if argv is None else argv)
+    except BrokenPipeError:  # `prof report ... | head`: the reader left; not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit's flush
+        return 0
+
+
+def _dispatch(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(usage())
         return 0

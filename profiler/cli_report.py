@@ -30,7 +30,8 @@ def build_parser(prog: str = "prof report") -> argparse.ArgumentParser:
     output.add_argument("--markdown", action="store_true", help="print the report as Markdown")
     parser.add_argument("--no-calibration", action="store_true", help="do not time the model on this host")
     parser.add_argument("--calibration-threads", type=int, default=None,
-                        help="threads for the calibration run (default: the session's --intra-op-threads, else 1)")
+                        help="threads for the calibration run (default: the sample server's intra-op threads, "
+                        "one per core unless set; 1 for other servers)")
     parser.add_argument("--signatures", type=Path, action="append", default=[],
                         help="extra stack-signature TOML file(s) for stage attribution; repeatable")
     parser.add_argument("--limit", type=int, default=8, help="findings shown in text form (default 8)")
@@ -43,9 +44,13 @@ def calibration_loader(session, threads: int | None, quiet: bool):
 
     from profiler.analysis.calibration import load_or_calibrate
 
-    knobs = list((session.meta.get("server") or {}).get("knobs") or [])
+    server = session.meta.get("server")
+    knobs = list((server or {}).get("knobs") or [])
+    if threads is None and "--intra-op-threads" in knobs:
+        threads = int(knobs[knobs.index("--intra-op-threads") + 1]) or None
     if threads is None:
-        threads = int(knobs[knobs.index("--intra-op-threads") + 1]) if "--intra-op-threads" in knobs else 1
+        # the sample server's default (0) is one thread per core; a server prof did not write: 1
+        threads = (os.cpu_count() or 1) if server else 1
     status = Console(stderr=True)
 
     def load():

@@ -34,6 +34,8 @@ class Requests:
     window_s: float
     total_ns: float
     latency_ms: np.ndarray
+    start_ns: int = 0
+    end_ns: int = 0
 
     @property
     def throughput_rps(self) -> float:
@@ -88,7 +90,7 @@ class AnalysisContext:
             if len(answered):
                 return _requests("http", answered["start_ns"].to_numpy(),
                                  (answered["end_ns"] - answered["start_ns"]).to_numpy())
-        spans = self.stage_spans
+        spans = self._served_spans
         if len(spans) and spans["request_id"].notna().any():
             grouped = spans.groupby("request_id", observed=True)
             start, end = grouped["ts_ns"].min(), (spans["ts_ns"] + spans["dur_ns"]).groupby(
@@ -100,6 +102,15 @@ class AnalysisContext:
 
     @cached_property
     def stage_spans(self) -> pd.DataFrame:
+        """The server's stage spans of the measured requests' window (a load generator's
+        warm-up is not measured, so its spans are left out too)."""
+        spans, requests = self._served_spans, self.requests
+        if requests is None or requests.source == "stages" or not len(spans):
+            return spans
+        return spans[(spans["ts_ns"] >= requests.start_ns) & (spans["ts_ns"] <= requests.end_ns)]
+
+    @cached_property
+    def _served_spans(self) -> pd.DataFrame:
         """The server's stage spans, without the model loading done before the first request
         (start-up is not serving; loads during serving stay)."""
         spans = self.of("stages", "span")
@@ -199,8 +210,10 @@ class AnalysisContext:
 def _requests(source: str, starts: np.ndarray, durations: np.ndarray) -> Requests:
     starts = np.asarray(starts, dtype=np.int64)
     durations = np.asarray(durations, dtype=np.int64)
-    window = (int((starts + durations).max()) - int(starts.min())) / 1e9 if len(starts) else 0.0
-    return Requests(source, len(starts), window, float(durations.sum()), durations / 1e6)
+    if not len(starts):
+        return Requests(source, 0, 0.0, 0.0, durations / 1e6)
+    first, last = int(starts.min()), int((starts + durations).max())
+    return Requests(source, len(starts), (last - first) / 1e9, float(durations.sum()), durations / 1e6, first, last)
 
 
 def args_of(frame: pd.DataFrame) -> list[dict]:

@@ -222,3 +222,18 @@ def test_samples_are_tied_to_requests_by_time_then_through_their_threads_connect
     assert list(served) == expected  # every sample, including those while both were in flight
     alone_only = requests_of_samples(timeline.assign(tid=timeline["tid"].where(timeline["source"] != "pyspy", -1)))
     assert alone_only.notna().sum() < len(served)  # without threads, overlap stays unknown
+
+
+def test_rate_series_counts_arrivals_completions_and_time_weighted_in_flight() -> None:
+    import pandas as pd
+
+    from profiler.wire_stats import in_flight_series, rate_series
+
+    s = 1_000_000_000
+    requests = pd.DataFrame({"start_ns": [0, s // 2, s + s // 4], "end_ns": [s // 2, s + s // 2, s + s // 2]})
+    series = rate_series(requests, bin_ns=s)
+    assert list(series["arrivals_per_s"]) == [2, 1] and list(series["completions_per_s"]) == [1, 2]
+    # bin 0: request 1 for 0.5 s, request 2 for 0.5 s; bin 1: request 2 for 0.5 s, request 3 for 0.25 s
+    assert list(series["in_flight_mean"]) == [1.0, 0.75]
+    flight = in_flight_series(requests)
+    assert flight["in_flight"].max() == 2 and flight["in_flight"].iloc[-1] == 0

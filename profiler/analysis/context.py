@@ -14,7 +14,6 @@ from functools import cached_property
 from typing import Any, Callable
 
 import numpy as np
-import orjson
 import pandas as pd
 
 from profiler.analysis.model import Gain
@@ -215,6 +214,3 @@ def _requests(source: str, starts: np.ndarray, durations: np.ndarray) -> Request
     first, last = int(starts.min()), int((starts + durations).max())
     return Requests(source, len(starts), (last - first) / 1e9, float(durations.sum()), durations / 1e6, first, last)
 
-
-def args_of(frame: pd.DataFrame) -> list[dict]:
-    return [orjson.loads(a) if isinstance(a, str) else {} for a in frame["args"]]

@@ -19,7 +19,6 @@ from typing import Any, Literal
 
 SCHEMA_VERSION = 1
 Severity = Literal["critical", "high", "medium", "low", "info"]
-SEVERITIES: tuple[Severity, ...] = ("critical", "high", "medium", "low", "info")
 
 
 def severity_for_share(share: float) -> Severity:

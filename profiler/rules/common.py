@@ -3,8 +3,6 @@ used, per-request stage times, kineto categories, and how to word a sample-serve
 
 from __future__ import annotations
 
-import re
-
 import numpy as np
 import pandas as pd
 
@@ -102,6 +100,3 @@ def finding(ctx: AnalysisContext, rule: str, title: str, removed: float, evidenc
 def percent(x: float) -> str:
     return f"{100 * x:.0f}%"
 
-
-def compact(name: str, width: int = 60) -> str:
-    return re.sub(r"\s+", " ", name)[:width]

@@ -84,7 +84,7 @@ def findings_of(tmp_path_factory):
 
 def test_serialization_overhead_from_py_spy_frames_of_json_and_base64(findings_of) -> None:
     finding = findings_of("json")["serialization-overhead"]
-    assert finding.evidence["share"] >= 0.10
+    assert finding.evidence["share"] >= 0.20
     assert finding.evidence["deserialize_share"] > 0.02 and finding.evidence["serialize_share"] > 0.02
     assert "serialization-overhead" not in findings_of("clean")
 

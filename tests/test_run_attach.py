@@ -277,7 +277,7 @@ def test_run_any_command_profiles_it_and_ends_its_process_group(tmp_path) -> Non
     assert result.returncode == 0, result.stderr
     session = load(out)
     functions = set(session.timeline.loc[session.timeline["source"] == "pyspy", "name"].astype(str))
-    assert "spin" in functions or "<genexpr>" in functions, functions
+    assert any("spin" in f or "genexpr" in f for f in functions), functions  # py-spy may qualify the name
     grandchild = int((out / "raw" / "command" / "output.log").read_text().split()[0])
     gone = not psutil.pid_exists(grandchild) or psutil.Process(grandchild).status() == psutil.STATUS_ZOMBIE
     assert gone, "the command's own children are ended with it"

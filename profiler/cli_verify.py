@@ -37,8 +37,6 @@ def build_parser(prog: str = "prof verify") -> argparse.ArgumentParser:
 def main(argv: list[str], prog: str = "prof verify") -> int:
     args = build_parser(prog).parse_args(argv)
     from rich.console import Console
-    from rich.table import Table
-
     from profiler.analysis.diagnose import diagnose
     from profiler.cli_report import calibration_loader
     from profiler.session import SessionError, load
@@ -75,8 +73,18 @@ def main(argv: list[str], prog: str = "prof verify") -> int:
     if args.json:
         print(json.dumps([{**asdict(o), "error": o.error, "agrees": o.agrees} for o in outcomes], indent=2))
         return 0
-    table = Table(title=f"estimated vs measured ({args.rounds} round(s) of {args.duration:g} s, each beside a baseline)",
-                  title_justify="left")
+    console.print(comparison_table(outcomes, f"estimated vs measured ({args.rounds} round(s) of "
+                                              f"{args.duration:g} s, each beside a baseline)"))
+    agreeing = sum(1 for o in outcomes if o.agrees)
+    console.print(f"{agreeing} of {len(outcomes)} estimates within ±{AGREEMENT:.0%} of the measured gain")
+    return 0
+
+
+def comparison_table(outcomes, title: str):
+    """Estimated vs measured gain, a row per verified finding (display only)."""
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
     for column in ("finding", "change", "estimated", "measured", "p50 est. / measured", "verdict"):
         table.add_column(column)
     for o in outcomes:
@@ -86,11 +94,7 @@ def main(argv: list[str], prog: str = "prof verify") -> int:
         verdict = "n/a" if o.agrees is None else ("[green]within ±30%[/green]" if o.agrees else
                                                   f"[yellow]off by {o.error:+.0%}[/yellow]")
         table.add_row(o.rule, o.change, estimated, f"x{o.measured_x:.2f}", p50, verdict)
-    console.print(table)
-    agreeing = sum(1 for o in outcomes if o.agrees)
-    console.print(f"{agreeing} of {len(outcomes)} estimates within ±{AGREEMENT:.0%} of the measured gain")
-    return 0
-
+    return table
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))

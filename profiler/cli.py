@@ -74,6 +74,12 @@ def _report(argv: list[str]) -> int:
     return main(argv)
 
 
+def _tui(argv: list[str]) -> int:
+    from profiler.cli_tui import main
+
+    return main(argv)
+
+
 def _verify(argv: list[str]) -> int:
     from profiler.cli_verify import main
 
@@ -85,6 +91,7 @@ COMMANDS: tuple[Command, ...] = (
     Command("attach", "profile a running Python server by pid (py-spy, psutil, its HTTP traffic, NVML, the agent)",
             _attach),
     Command("report", "name the bottleneck: findings with evidence, the fix and its estimated gain", _report),
+    Command("tui", "explore a session interactively: findings, hotspots, stages, timeline, stacks", _tui),
     Command("verify", "re-run the sample server with each suggested fix: estimated vs measured gain", _verify),
     Command("export", "write a session as Chrome trace (Perfetto), speedscope or Parquet", _export),
     Command("diff", "compare two sessions stage by stage and hotspot by hotspot", _diff),

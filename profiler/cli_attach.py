@@ -37,6 +37,8 @@ def build_parser(prog: str = "prof attach") -> argparse.ArgumentParser:
 def add_collect_arguments(parser: argparse.ArgumentParser, duration_default: float = 20.0) -> None:
     parser.add_argument("--duration", "-d", type=float, default=duration_default,
                         help=f"seconds to collect (default {duration_default:g})")
+    parser.add_argument("--tui", action="store_true",
+                        help="open the interactive viewer (prof tui) on the session at the end")
     parser.add_argument("--probes", default="default",
                         help="default, all, none, or a comma list of pyspy,proc,nvml,http,stages,framework "
                         "('-pyspy' drops one from the default set)")
@@ -110,7 +112,16 @@ def main(argv: list[str], prog: str = "prof attach") -> int:
     finally:
         collector.stop()
         undo()
-    return finish(session, outcome, console)
+    return open_viewer(session.path, finish(session, outcome, console), args.tui)
+
+
+def open_viewer(path, code: int, wanted: bool) -> int:
+    """``--tui``: the viewer on a finished session (not after a failed or interrupted run)."""
+    if not wanted or code != 0:
+        return code
+    from profiler.cli_tui import main as tui_main
+
+    return tui_main([str(path)])
 
 
 def _collect(collector, duration: float, console: Console, quiet: bool) -> str:

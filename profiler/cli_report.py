@@ -85,6 +85,10 @@ def main(argv: list[str], prog: str = "prof report") -> int:
     loader = None if args.no_calibration else calibration_loader(session, args.calibration_threads,
                                                                  quiet=args.json or args.markdown)
     report = diagnose(session, calibration_loader=loader)
+    if not args.signatures:  # the viewer opens at once on a saved report of the default signatures
+        from profiler.cli_tui import save_report
+
+        save_report(session.path, report)
     if args.json:
         sys.stdout.write(render_json(report) + "\n")
     elif args.markdown:

@@ -78,7 +78,9 @@ def main(argv: list[str], prog: str = "prof run") -> int:
     console = Console()
     runner = _SampleServerRun(session, args, probes, knobs, config, mix) if args.target else \
         _CommandRun(session, args, probes, command, mix)
-    return runner.run(console, errors)
+    from profiler.cli_attach import open_viewer
+
+    return open_viewer(session.path, runner.run(console, errors), args.tui)
 
 
 LOAD_OPTIONS = ("concurrency", "rate", "warmup", "payload", "accept", "image_sizes", "formats", "duplicates", "seed",

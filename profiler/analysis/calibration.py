@@ -222,6 +222,22 @@ def load_or_calibrate(threads: int = 1, cache_dir: Path | None = None, refresh: 
     return calibration
 
 
+def cached_calibration(threads: int = 1, cache_dir: Path | None = None) -> Calibration | None:
+    """This host's newest cached calibration at ``threads``, without measuring or building
+    anything (for viewers that must not stall); None when there is none."""
+    host = current_host(threads)
+    candidates = sorted((cache_dir or default_cache_dir()).glob(f"{host.digest()[:16]}-*-t{threads}.json"),
+                        key=lambda p: p.stat().st_mtime, reverse=True)
+    for path in candidates:
+        try:
+            calibration = Calibration.from_dict(json.loads(path.read_text()))
+        except (OSError, ValueError):
+            continue
+        if calibration.host == host and not calibration.quick:
+            return calibration
+    return None
+
+
 def _read_cached(path: Path, host: HostKey, sha: str) -> Calibration | None:
     if not path.is_file():
         return None

@@ -1,0 +1,1 @@
+"""The five views of ``prof tui`` and its help screen."""

@@ -119,6 +119,8 @@ class ProfApp(App):
         self.query_one("#title", Static).update(_title(self.source.name, message.report))
         self.query_one(FindingsView).show_report(message.report)
         self.query_one(StagesView).show_report(message.report)
+        if self.current_view == "findings":
+            self._focus_view("findings")  # Enter right away opens the top finding
 
     def on_prof_app_data_ready(self, message: DataReady) -> None:
         self.data = message.data

@@ -60,7 +60,15 @@ class TimelineCanvas(Widget, can_focus=True):
         self.lanes = data.lanes
         self.bounds = (data.start_ns, max(data.end_ns, data.start_ns + MIN_WINDOW_NS))
         self.window = self.bounds
+        self.call_after_refresh(self._center_cursor)
+
+    def _center_cursor(self) -> None:
         self.cursor = self.cells // 2
+        self.post_message(TimelineView.Moved())
+
+    def on_resize(self) -> None:
+        self.cursor = min(self.cursor, self.cells - 1)
+        self.post_message(TimelineView.Moved())
 
     # -- geometry ------------------------------------------------------------------------------
 

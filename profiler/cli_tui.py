@@ -9,13 +9,14 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Literal
-
-import numpy as np
-import pandas as pd
+from typing import TYPE_CHECKING, Literal
 
 from profiler.analysis.model import SCHEMA_VERSION, Report
-from profiler.session import Session, SessionError, atomic_write_bytes, load, safe_child
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from profiler.session import Session
 
 REPORT_FILE = "report.json"
 EXPORTS_DIR = "exports"
@@ -34,6 +35,8 @@ window as a Chrome trace (into SESSION/exports/), ? lists every key, q quits.
 def save_report(path: Path, report: Report) -> None:
     """Keep the report beside the timeline so the viewer opens at once next time (best
     effort: a read-only session just re-diagnoses)."""
+    from profiler.session import atomic_write_bytes
+
     try:
         atomic_write_bytes(path / REPORT_FILE, json.dumps(report.to_dict(), default=str).encode())
     except OSError:
@@ -66,6 +69,8 @@ class DirectorySource:
 
     def session(self) -> Session:
         if self._session is None:
+            from profiler.session import load
+
             self._session = load(self.path)
         return self._session
 
@@ -101,6 +106,7 @@ class DirectorySource:
     def export(self, start_ns: int, end_ns: int, sources: list[str] | None) -> Path:
         from profiler.cli_export import _atomic, _process_names
         from profiler.renderers.chrome import write_chrome_trace
+        from profiler.session import safe_child
 
         session = self.session()
         events = session.timeline
@@ -118,6 +124,9 @@ class DirectorySource:
 
 def _sample_stages(session: Session) -> np.ndarray | None:
     """The stage each sample of the timeline was attributed to, in timeline order."""
+    import numpy as np
+    import pandas as pd
+
     events = session.timeline
     samples = (events["kind"] == "sample").to_numpy()
     if not samples.any():
@@ -151,6 +160,7 @@ def main(argv: list[str], prog: str = "prof tui") -> int:
     if not sys.stdout.isatty() and not os.environ.get("PROF_TUI_HEADLESS"):
         print(f"{prog}: the viewer needs a terminal; for text use: prof report {args.session}", file=sys.stderr)
         return 2
+    from profiler.session import SessionError
     from tui.app import ProfApp
 
     try:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from textual import work
 from textual.app import App, ComposeResult
@@ -19,13 +19,15 @@ from textual.message import Message
 from textual.widgets import Footer, Static, TabbedContent, TabPane
 
 from profiler.analysis.model import EventRef, Report
-from tui.prepare import TuiData
 from tui.views.findings import FindingsView
 from tui.views.help import HelpScreen
 from tui.views.hotspots import HotspotsView
 from tui.views.stacks import StacksView
 from tui.views.stages import StagesView
 from tui.views.timeline import TimelineView
+
+if TYPE_CHECKING:  # pandas is imported by the loading worker, after the first frame
+    from tui.prepare import TuiData
 
 VIEWS = ("findings", "hotspots", "stages", "timeline", "stacks")
 
@@ -52,7 +54,7 @@ class Selection:
 
 
 class ProfApp(App):
-    CSS_PATH = "prof.tcss"
+    CSS_PATH = Path(__file__).with_name("prof.tcss")  # absolute: subclasses may live anywhere
     TITLE = "prof"
     BINDINGS = [
         Binding("1", "view('findings')", "findings"),

@@ -5,10 +5,12 @@ time window recounts in one pass over the nodes."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from profiler.timeline import StackTable
+if TYPE_CHECKING:
+    from profiler.timeline import StackTable
 
 
 @dataclass(frozen=True)

@@ -114,17 +114,16 @@ def build_lanes(events: pd.DataFrame, sample_labels: np.ndarray | None = None,
     spans = events[events["kind"] == "span"]
     for (source, pid, tid), group in _groups(spans):
         lanes.append(_span_lane(f"{source} {_thread(tid, pid, thread_names)}", source, pid, tid, origin,
-                                group["ts_ns"].to_numpy(), group["dur_ns"].to_numpy(),
-                                group["name"].astype(str).to_numpy()))
+                                group["ts_ns"].to_numpy(), group["dur_ns"].to_numpy(), group["name"]))
     samples = events[events["kind"] == "sample"]
     if len(samples):
-        labels = (np.asarray(sample_labels, dtype=object) if sample_labels is not None
-                  else samples["name"].astype(str).to_numpy())
+        labels = pd.Series(np.asarray(sample_labels, dtype=object) if sample_labels is not None
+                           else samples["name"].astype(str).to_numpy())
         step = _sample_step(samples)
         for (source, pid, tid), group in _groups(samples):
             where = samples.index.get_indexer(group.index)
             lanes.append(_span_lane(f"{source} {_thread(tid, pid, thread_names)}", source, pid, tid, origin,
-                                    group["ts_ns"].to_numpy(), np.full(len(group), step), labels[where]))
+                                    group["ts_ns"].to_numpy(), np.full(len(group), step), labels.iloc[where]))
     lanes.sort(key=lambda lane: (_source_rank(lane.source), lane.pid, lane.tid))
     counters = events[events["kind"] == "counter"]
     for (source, name, pid, tid), group in counters.groupby(["source", "name", "pid", "tid"], observed=True,
@@ -161,11 +160,12 @@ def _sample_step(samples: pd.DataFrame) -> int:
 
 
 def _span_lane(label: str, source: str, pid: int, tid: int, origin: int, ts: np.ndarray, dur: np.ndarray,
-               names: np.ndarray) -> Lane:
+               names: pd.Series) -> Lane:
     order = np.argsort(ts, kind="stable")
     starts = ts[order].astype(np.int64) - origin
     ends = starts + dur[order].astype(np.int64)
-    labels, codes = np.unique(names[order].astype(str), return_inverse=True)
+    codes, labels = pd.factorize(names.iloc[order], sort=True)  # hashing, not sorting strings
+    labels = [str(n) for n in labels]
     codes = codes.astype(np.int32)
     by_code = np.argsort(codes, kind="stable")
     bounds = np.searchsorted(codes[by_code], np.arange(len(labels) + 1))

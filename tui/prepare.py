@@ -26,16 +26,17 @@ class RequestIndex:
 
     table: pd.DataFrame  # request_id, start_ns, latency_ms, batch_id, spans, slowest_stage
     spans: pd.DataFrame  # every span with a request id (stages, http, loadgen), by request then start
-    batches: pd.DataFrame  # batch_id -> requests in it
 
     def waterfall(self, request_id: str) -> pd.DataFrame:
         rows = self.spans[self.spans["request_id"] == request_id]
         return rows.sort_values(["ts_ns", "dur_ns"], ascending=[True, False])
 
     def batch_of(self, batch_id: int) -> list[str]:
-        if batch_id < 0 or batch_id not in self.batches.index:
+        """The requests that rode in batch ``batch_id``, in order of arrival."""
+        if batch_id < 0:
             return []
-        return list(self.batches.loc[batch_id])
+        rows = self.spans[(self.spans["batch_id"] == batch_id) & (self.spans["source"] == "stages")]
+        return list(dict.fromkeys(rows.sort_values("ts_ns")["request_id"]))
 
 
 @dataclass
@@ -93,8 +94,8 @@ def hotspot_table(events: pd.DataFrame, stacks: StackTable | None) -> pd.DataFra
 def _span_hotspots(spans: pd.DataFrame, source: str) -> pd.DataFrame:
     if spans.empty:
         return pd.DataFrame()
-    names = spans["name"].astype(str).to_numpy()
-    labels, codes = np.unique(names, return_inverse=True)
+    codes, labels = pd.factorize(spans["name"], sort=True)  # hashes the categorical's codes: no string sort
+    labels = np.asarray(labels.astype(str), dtype=object)
     dur = spans["dur_ns"].to_numpy(dtype=np.float64)
     total = np.bincount(codes, weights=dur, minlength=len(labels))
     count = np.bincount(codes, minlength=len(labels))
@@ -210,7 +211,5 @@ def request_index(events: pd.DataFrame) -> RequestIndex | None:
     slowest = work.sort_values("dur_ns").groupby("request_id", sort=False)["name"].last().astype(str)
     table["slowest_stage"] = slowest.reindex(table.index).fillna("")
     table = table.reset_index(names="request_id").sort_values("latency_ms", ascending=False, kind="stable")
-    batches = (stages[stages["batch_id"] >= 0].drop_duplicates(["batch_id", "request_id"])
-               .groupby("batch_id")["request_id"].agg(list))
     ordered = spans.sort_values(["request_id", "ts_ns"], kind="stable").reset_index(drop=True)
-    return RequestIndex(table=table.reset_index(drop=True), spans=ordered, batches=batches)
+    return RequestIndex(table=table.reset_index(drop=True), spans=ordered)

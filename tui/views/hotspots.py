@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -14,7 +14,11 @@ from textual.widgets import DataTable, Input, Static
 
 from profiler.analysis.model import EventRef
 from tui.format import ms, pct
-from tui.prepare import TuiData
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from tui.prepare import TuiData
 
 SORT_COLUMNS = ("total_ms", "self_ms", "share", "count", "name")
 COLUMN_TITLES = {"source": "source", "kind": "kind", "name": "name", "total_ms": "total", "self_ms": "self",
@@ -33,13 +37,13 @@ class HotspotsView(Vertical):
 
     def __init__(self) -> None:
         super().__init__()
-        self.table: pd.DataFrame = pd.DataFrame()
+        self.table: Any = None  # the hotspot DataFrame once loaded
         self.sources: list[str] = ["all"]
         self.source = "all"
         self.sort_column = "total_ms"
         self.descending = True
         self.pattern = ""
-        self.shown: pd.DataFrame = pd.DataFrame()
+        self.shown: Any = None
 
     def compose(self) -> ComposeResult:
         yield Static("loading the timeline…", id="hotspots-status")
@@ -122,8 +126,6 @@ class HotspotsView(Vertical):
 
     def filtered(self) -> pd.DataFrame:
         rows = self.table
-        if rows.empty:
-            return rows
         if self.source != "all":
             rows = rows[rows["source"] == self.source]
         if self.pattern:
@@ -132,6 +134,8 @@ class HotspotsView(Vertical):
         return rows.iloc[np.argsort(key.to_numpy(), kind="stable")[::-1 if self.descending else 1]]
 
     def refresh_table(self) -> None:
+        if self.table is None:
+            return
         rows = self.filtered()
         self.shown = rows.head(MAX_ROWS)
         table = self.query_one(DataTable)

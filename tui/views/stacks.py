@@ -3,6 +3,8 @@ icicle bar; filtered by stage and by the window marked in the timeline."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -11,9 +13,12 @@ from textual.widgets import Static, Tree
 from textual.widgets.tree import TreeNode
 
 from profiler.analysis.model import EventRef
-from tui.calltree import CallTree, TreeFilter
+from tui.calltree import TreeFilter
 from tui.format import bar, color_of
-from tui.prepare import TuiData
+
+if TYPE_CHECKING:
+    from tui.calltree import CallTree
+    from tui.prepare import TuiData
 
 BAR_WIDTH = 10
 

@@ -3,6 +3,8 @@ time went, stage by stage, and which batch it rode in."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
@@ -11,7 +13,9 @@ from textual.widgets import DataTable, Static
 
 from profiler.analysis.model import Report
 from tui.format import bar, color_of, ms, pct
-from tui.prepare import RequestIndex, TuiData
+
+if TYPE_CHECKING:
+    from tui.prepare import RequestIndex, TuiData
 
 MAX_REQUESTS = 1000
 

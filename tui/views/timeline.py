@@ -3,6 +3,8 @@ pan from the keyboard or mouse, and a cursor that says what runs at that instant
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 from rich.text import Text
 from textual import events
@@ -16,8 +18,10 @@ from textual.widgets import Static
 
 from profiler.analysis.model import EventRef
 from tui.format import color_of, ns
-from tui.lanes import Lane
-from tui.prepare import TuiData
+
+if TYPE_CHECKING:
+    from tui.lanes import Lane
+    from tui.prepare import TuiData
 
 LABEL_WIDTH = 22
 SHADES = " ░▒▓█"

@@ -66,6 +66,7 @@ class FindingsView(Vertical):
     def _preview(self, index: int) -> None:
         finding = self.findings[index]
         lines = Text()
+        lines.append(f"#{index + 1} {finding.title}\n", style="bold")
         lines.append("fix: ", style="bold")
         lines.append(finding.fix.summary + "\n")
         lines.append("gain: ", style="bold")

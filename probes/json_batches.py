@@ -1,7 +1,8 @@
 """Decode one big JSON array of a (possibly gzipped) document in batches, as its text
 inflates, with typed msgspec decoders: the text and the structs of one batch reuse the
 memory of the one before, where 25 MB of text and 100k structs at once would each take
-fresh pages (page faults cost ~3 µs each on a VM). Used by the kineto ingest.
+fresh pages (page faults cost ~3 µs each on a VM). Used by the kineto ingest, which also
+encodes a batch's structs back to one JSON text per row (``encode_each``).
 
 A batch ends after the last whole element in hand. The cut is found by a text search and
 proven by the decode: a cut inside an element or a string cannot parse, and the caller then
@@ -13,6 +14,10 @@ from __future__ import annotations
 import re
 from typing import Any, Callable, Iterable, Iterator
 
+import msgspec
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 from isal import isal_zlib
 
 GZIP_PIECE = 1 << 14  # compressed bytes inflated at a time: some 300 kB of trace JSON
@@ -94,3 +99,20 @@ def _last_element_end(text: bytes) -> tuple[int, int]:
             return gap.start() + 1, brace
         end = brace
     return 0, 0
+
+
+def encode_each(items: list, encoder: msgspec.json.Encoder) -> pa.Array:
+    """The JSON text of each item (each one a JSON object), as an Arrow binary column. One
+    encode of the whole list takes half the time of one per item: "[{a},{b}]" is cut after
+    the "}" of each "},{" seam and Arrow drops the separators, unless such a seam also falls
+    inside a value (a string or raw JSON), where the items are encoded one by one."""
+    text = encoder.encode(items)
+    marks = np.frombuffer(text, np.uint8)
+    opens = np.flatnonzero(marks == ord("{"))
+    seams = opens[(marks[opens - 1] == ord(",")) & (marks[opens - 2] == ord("}"))]
+    if len(seams) != max(len(items) - 1, 0):
+        return pa.array(list(map(encoder.encode, items)), pa.large_binary())
+    # each item, then its "," (the last: its "]"); no items: one offset
+    offsets = np.concatenate(([1], seams, [len(text)]))[:len(items) + 1]
+    joined = pa.Array.from_buffers(pa.large_binary(), len(items), [None, pa.py_buffer(offsets), pa.py_buffer(text)])
+    return pc.binary_slice(joined, 0, -1)

@@ -15,22 +15,23 @@ copied: a kernel's ``correlation`` arg already names the runtime call that launc
 from __future__ import annotations
 
 import re
+from collections import defaultdict, deque
 from dataclasses import dataclass, field
-from itertools import compress, repeat
+from itertools import chain, compress, count, repeat
 from operator import attrgetter
 from pathlib import Path
-from typing import NamedTuple, Union
+from typing import Annotated, NamedTuple, Union
 
 import msgspec
 import numpy as np
 import orjson
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 from isal import igzip
 from isal.igzip_lib import IsalError
+from msgspec.structs import astuple, force_setattr
 
-from probes.json_batches import NotBatchable, decode_in_batches, text_pieces
+from probes.json_batches import NotBatchable, decode_in_batches, encode_each, text_pieces
 from profiler.timeline import STAGES, gpu_pid, make_events
 
 SOURCE = "torch"
@@ -70,11 +71,17 @@ def load_json_file(path: Path | str) -> tuple[bytes, object]:
 
 
 _NO_RAW = msgspec.Raw(b"")  # absent; omitted when encoding
+# A field of the args column that the ingest fills in after decoding: a trace's own args may
+# not set it (any value but "" fails the typed decode, and the generic path ignores such args).
+_Filled = Annotated[str, msgspec.Meta(max_length=0)]
 
 
 class _Args(msgspec.Struct, omit_defaults=True, gc=False):
-    """The kineto ``args`` we keep, in ``_ARG_KEYS`` order (others are skipped while parsing,
-    never materialised). Few fields on purpose: each one costs every event's decode."""
+    """One row's args column, in output order: its category, the kineto ``args`` we keep (in
+    ``_ARG_KEYS`` order; others are skipped while parsing, never materialised), then what a
+    copy's name tells. So one encode writes the final JSON of a whole batch's rows. Few
+    decoded fields on purpose: each one costs every event's decode."""
+    cat: _Filled = ""
     correlation: int | None = None
     stream: int | None = None
     device: int | None = None
@@ -87,6 +94,8 @@ class _Args(msgspec.Struct, omit_defaults=True, gc=False):
     registers: int | None = msgspec.field(default=None, name="registers per thread")
     shared_memory: int | None = msgspec.field(default=None, name="shared memory")
     occupancy: float | None = msgspec.field(default=None, name="est. achieved occupancy %")
+    copy: _Filled = ""
+    memory: _Filled = ""
 
 
 class _Complete(msgspec.Struct, tag_field="ph", tag="X", gc=False):
@@ -101,14 +110,19 @@ class _Complete(msgspec.Struct, tag_field="ph", tag="X", gc=False):
 
 
 class _NameArgs(msgspec.Struct, gc=False):
-    name: str | None = None
+    name: str | None = None  # the process's or thread's
 
 
 class _Metadata(msgspec.Struct, tag_field="ph", tag="M", gc=False):
-    """process_name / thread_name."""
+    """process_name / thread_name, laid out field for field as ``_Complete``, so that one pass
+    reads every event of a batch (the other phases have no fields). With no category (one of
+    its own fails the typed decode) it is among the rows dropped, where its names are read."""
+    cat: _Filled = ""
     name: str = ""
     pid: int | str | None = None
     tid: int | str | None = None
+    ts: msgspec.Raw = _NO_RAW  # not read
+    dur: msgspec.Raw = _NO_RAW
     args: _NameArgs | None = None
 
 
@@ -132,10 +146,10 @@ _DECODER = msgspec.json.Decoder(_Document)
 _ENCODER = msgspec.json.Encoder()
 _KEPT = tuple(sorted(HOST_CATEGORIES | DEVICE_CATEGORIES))  # a kept category's code is its index
 _CAT_CODE = {cat: code for code, cat in enumerate(_KEPT)}
+_MEMCPY_CODE = _CAT_CODE["gpu_memcpy"]
 _CAT_IS_DEVICE = np.array([cat in DEVICE_CATEGORIES for cat in _KEPT])
 _CAT_STAGE = {"kernel": "inference", "gpu_memset": "inference"}
 _CAT_STAGE_CODE = np.array([STAGES.index(_CAT_STAGE[c]) if c in _CAT_STAGE else -1 for c in _KEPT], np.int8)
-_CAT_HEAD = pa.array([f'{{"cat":"{cat}"'.encode() for cat in _KEPT])
 _ABSENT = np.iinfo(np.int64).min  # an int arg that is missing (or null)
 
 
@@ -173,19 +187,20 @@ def ingest_kineto(path: Path | str) -> KinetoTrace:
 _BATCH_DECODER = msgspec.json.Decoder(list[_TraceEvent])
 
 
-_CAT, _NAME, _PID, _TID = attrgetter("cat"), attrgetter("name"), attrgetter("pid"), attrgetter("tid")
-_TS, _DUR, _ARGS = attrgetter("ts"), attrgetter("dur"), attrgetter("args")
+_N_FIELDS = len(_Complete.__struct_fields__)  # cat, name, pid, tid, ts, dur, args
+assert _Metadata.__struct_fields__ == _Complete.__struct_fields__, "one layout: a batch's fields are read in one pass"
+_DEVICE, _STREAM = attrgetter("device"), attrgetter("stream")
 
 
 class _Batch(NamedTuple):
     """One batch's kept events as columns."""
-    codes: np.ndarray  # category code: index into _KEPT
-    ts_us: np.ndarray  # as written, before the trace's base
-    dur_us: np.ndarray
+    stages: np.ndarray  # stage code: index into STAGES, -1 for none
+    ts_ns: np.ndarray  # before the trace's base is added
+    dur_ns: np.ndarray
     pid: np.ndarray
     tid: np.ndarray
-    names: pa.Array
-    args: pa.Array  # each event's kept args as msgspec encodes them, less the braces
+    names: np.ndarray  # code: the order in which the trace first names it
+    args: pa.Array  # each event's args column, JSON text (binary until the UTF-8 is checked)
 
 
 class _Columns:
@@ -195,81 +210,75 @@ class _Columns:
         self.batches: list[_Batch] = []
         self.process_names: dict[int, str] = {}
         self.thread_names: dict[tuple[int, int], str] = {}
+        self.name_codes: defaultdict[str, int] = defaultdict(count().__next__)  # a new name takes the next code
 
     def add(self, events: list) -> None:
-        for event in [e for e in events if e.__class__ is _Metadata]:
-            if isinstance(event.pid, int) and event.args is not None and event.args.name is not None:
-                if event.name == "process_name":
-                    self.process_names[event.pid] = event.args.name
-                elif event.name == "thread_name" and isinstance(event.tid, int):
-                    self.thread_names[(event.pid, event.tid)] = event.args.name
-        self.batches.append(_batch_columns([e for e in events if e.__class__ is _Complete]))
+        """Columns of a batch's rows, as lists first: ``astuple`` reads every field of a struct
+        in one call, and a strided slice of all of them in a row is one column (a third faster
+        than a ``map`` per field); categories become small integer codes that index
+        per-category tables."""
+        fields = list(chain.from_iterable(map(astuple, events)))
+        columns = [fields[i::_N_FIELDS] for i in range(_N_FIELDS)]
+        codes = np.fromiter(map(_CAT_CODE.get, columns[0], repeat(-1)), np.int8, len(columns[0]))
+        if (codes < 0).any():
+            columns = self._drop_rows(columns, codes < 0)
+            codes = codes[codes >= 0]
+        cats, names, pids, tids, ts, durs, args = columns
+        pid, tid = _int_column(pids, -1), _int_column(tids, -1)
+        on_gpu = np.flatnonzero(_CAT_IS_DEVICE[codes]).tolist()
+        pid[on_gpu], tid[on_gpu] = _gpu_lanes([args[i] for i in on_gpu], [pids[i] for i in on_gpu],
+                                              [tids[i] for i in on_gpu])
+        deque(map(force_setattr, args, repeat("cat"), cats), maxlen=0)  # a third faster than setattr
+        stages = _CAT_STAGE_CODE[codes]
+        for i in np.flatnonzero(codes == _MEMCPY_CODE).tolist():
+            stages[i] = _describe_copy(names[i], args[i])
+        ts_ns, dur_ns = (_us_array_to_ns(np.fromiter(column, np.float64, len(column))) for column in (ts, durs))
+        self.batches.append(_Batch(stages, ts_ns, np.maximum(dur_ns, 0, out=dur_ns), pid, tid,
+                                   np.fromiter(map(self.name_codes.__getitem__, names), np.int32, len(names)),
+                                   encode_each(args, _ENCODER)))
+
+    def _drop_rows(self, columns: list[list], dropped: np.ndarray) -> list[list]:
+        """The columns less the rows of categories we drop, among which the metadata events
+        name processes and threads."""
+        mask = dropped.tolist()
+        for _, name, pid, tid, _, _, args in zip(*(compress(column, mask) for column in columns)):
+            if isinstance(args, _NameArgs) and isinstance(pid, int) and args.name is not None:
+                if name == "process_name":
+                    self.process_names[pid] = args.name
+                elif name == "thread_name" and isinstance(tid, int):
+                    self.thread_names[(pid, tid)] = args.name
+        kept = (~dropped).tolist()
+        return [list(compress(column, kept)) for column in columns]
 
     def frame(self, base_ns: int) -> pd.DataFrame:
         columns = _Batch(*(np.concatenate(parts) if isinstance(parts[0], np.ndarray) else pa.concat_arrays(parts)
                            for parts in zip(*self.batches)))
-        stages, copy_fields = _stages_and_copies(columns.codes, columns.names)
-        return make_events(ts_ns=base_ns + _us_array_to_ns(columns.ts_us), source=SOURCE, kind="span",
-                           name=_categorical(columns.names), dur_ns=np.maximum(_us_array_to_ns(columns.dur_us), 0),
-                           pid=columns.pid, tid=columns.tid, stage=pd.Categorical.from_codes(stages, categories=STAGES),
-                           args=_args_json(columns.args, columns.codes, copy_fields))
+        np.add(columns.ts_ns, base_ns, out=columns.ts_ns)
+        return make_events(ts_ns=columns.ts_ns, source=SOURCE, kind="span",
+                           name=_sorted_categorical(columns.names, list(self.name_codes)),
+                           dur_ns=columns.dur_ns, pid=columns.pid, tid=columns.tid,
+                           stage=pd.Categorical.from_codes(columns.stages, categories=STAGES),
+                           args=columns.args.cast(pa.large_string()))  # checks the UTF-8 of raw values
 
 
-def _stages_and_copies(codes: np.ndarray, names: pa.Array) -> tuple[np.ndarray, pa.Array]:
-    """Each row's stage code, and the "copy" and "memory" fields that a memcpy row adds to its
-    args, both read from the copy's name ("Memcpy HtoD (Pageable -> Device)")."""
-    stages = _CAT_STAGE_CODE[codes]
-    fields: list[bytes | None] = [None] * len(codes)
-    copies = np.flatnonzero(codes == _CAT_CODE["gpu_memcpy"])
-    for i, name in zip(copies.tolist(), names.take(copies).to_pylist()):
-        match = _MEMCPY.match(name)
-        if match:
-            direction, src, dst = match.groups()
-            fields[i] = f'"copy":"{direction}","memory":"{_copy_memory(src, dst)}"'.encode()
-            stages[i] = STAGES.index(_MEMCPY_STAGE.get(direction, "inference"))
-    return stages, pa.array(fields, pa.binary())
+def _describe_copy(name: str, args: _Args) -> int:
+    """Fills the "copy" and "memory" args of a memcpy row from its name ("Memcpy HtoD
+    (Pageable -> Device)"); returns its stage code."""
+    match = _MEMCPY.match(name)
+    if not match:
+        return -1
+    direction, src, dst = match.groups()
+    args.copy, args.memory = direction, _copy_memory(src, dst)
+    return STAGES.index(_MEMCPY_STAGE.get(direction, "inference"))
 
 
-def _batch_columns(rows: list[_Complete]) -> _Batch:
-    """Columns pulled from the decoded structs by C-level ``map``s (no Python loop over all
-    events); categories become small integer codes that index per-category tables."""
-    codes = np.fromiter(map(_CAT_CODE.get, map(_CAT, rows), repeat(-1)), np.int8, len(rows))
-    if (codes < 0).any():
-        rows = list(compress(rows, codes >= 0))
-        codes = codes[codes >= 0]
-    pid = _int_column(list(map(_PID, rows)), -1)
-    tid = _int_column(list(map(_TID, rows)), -1)
-    on_gpu = np.flatnonzero(_CAT_IS_DEVICE[codes])
-    pid[on_gpu], tid[on_gpu] = _gpu_lanes([rows[i] for i in on_gpu.tolist()])
-    return _Batch(codes, np.fromiter(map(_TS, rows), np.float64, len(rows)),
-                  np.fromiter(map(_DUR, rows), np.float64, len(rows)), pid, tid,
-                  pa.array(list(map(_NAME, rows)), pa.string()), _encoded_args(list(map(_ARGS, rows))))
-
-
-def _encoded_args(args: list[_Args]) -> pa.Array:
-    """Each row's kept args as msgspec encodes them, less the braces. One encode of the whole
-    list takes half the time of one per row; the list splits at its "},{" seams, unless one
-    also falls inside a value (a string or raw JSON), where it is encoded row by row."""
-    text = bytearray()
-    _ENCODER.encode_into(args, text)
-    text[-1:] = b",{"  # "[{a},{b}]" becomes "[{a},{b},{": a seam after every row
-    marks = np.frombuffer(text, np.uint8)
-    commas = np.flatnonzero(marks == ord(","))
-    seams = commas[(marks[commas - 1] == ord("}")) & (marks[commas + 1] == ord("{"))]
-    if len(seams) != len(args):
-        return pc.binary_slice(pa.array(list(map(_ENCODER.encode, args)), pa.binary()), 1, -1)
-    offsets = np.concatenate(([2], seams + 2)).astype(np.int32)  # row i: its args, then "},{"
-    rows = pa.Array.from_buffers(pa.binary(), len(args), [None, pa.py_buffer(offsets), pa.py_buffer(text)])
-    return pc.binary_slice(rows, 0, -3)
-
-
-def _gpu_lanes(rows: list[_Complete]) -> tuple[np.ndarray, np.ndarray]:
+def _gpu_lanes(args: list[_Args], pids: list, tids: list) -> tuple[np.ndarray, np.ndarray]:
     """(pid, tid) of device events: the GPU of the ``device`` arg (else the event's pid) and
     the ``stream`` arg (else the event's tid), as the generic path reads them."""
-    device = _int_column([e.args.device for e in rows], _ABSENT)
-    stream = _int_column([e.args.stream for e in rows], _ABSENT)
-    device = np.where(device != _ABSENT, device, _int_column([e.pid for e in rows], 0))
-    stream = np.where(stream != _ABSENT, stream, _int_column([e.tid for e in rows], -1))
+    device = _int_column(list(map(_DEVICE, args)), _ABSENT)
+    stream = _int_column(list(map(_STREAM, args)), _ABSENT)
+    device = np.where(device != _ABSENT, device, _int_column(pids, 0))
+    stream = np.where(stream != _ABSENT, stream, _int_column(tids, -1))
     return gpu_pid(device), stream
 
 
@@ -277,24 +286,13 @@ def _copy_memory(src: str, dst: str) -> str:
     return "pinned" if "Pinned" in (src, dst) else "pageable" if "Pageable" in (src, dst) else "device"
 
 
-def _args_json(args: pa.Array, codes: np.ndarray, extras: pa.Array) -> pa.Array:
-    """Per row ``{"cat":…,<kept args>,<extras>}`` as compact JSON text, joined column-wise by
-    Arrow from the category head, the encoded args (less their braces) and the extra fields."""
-    inner = pc.if_else(pc.equal(args, b""), pa.scalar(None, pa.binary()), args)  # nulls are skipped
-    joined = pc.binary_join_element_wise(_CAT_HEAD.take(pa.array(codes)), inner, extras, b",",
-                                         null_handling="skip")
-    return pc.binary_join_element_wise(joined, b"}", b"").cast(pa.string())
-
-
-def _categorical(values: pa.Array) -> pd.Categorical:
-    """``pd.Categorical(values)`` (sorted categories) through Arrow's hash encoding, which is
-    faster on many repeats of a few hundred long kernel names."""
-    encoded = values.dictionary_encode()
-    uniques = encoded.dictionary.to_pylist()
-    order = sorted(range(len(uniques)), key=uniques.__getitem__)
+def _sorted_categorical(codes: np.ndarray, values: list[str]) -> pd.Categorical:
+    """``pd.Categorical`` (sorted categories, as pandas builds it from the values) of the
+    ``values[codes]``."""
+    order = sorted(range(len(values)), key=values.__getitem__)
     rank = np.empty(len(order), dtype=np.int32)
     rank[order] = np.arange(len(order), dtype=np.int32)
-    return pd.Categorical.from_codes(rank[encoded.indices.to_numpy()], categories=[uniques[i] for i in order])
+    return pd.Categorical.from_codes(rank[codes], categories=[values[i] for i in order])
 
 
 def _int_column(values: list, default: int) -> np.ndarray:
@@ -364,7 +362,7 @@ def _to_frame(rows: list[dict], base_ns: int) -> pd.DataFrame:
                 stages[i] = _MEMCPY_STAGE.get(direction, "inference")
         elif cat in ("kernel", "gpu_memset"):
             stages[i] = "inference"
-        args.append(_dumps(kept))
+        args.append(orjson.dumps(kept).decode())
     return make_events(ts_ns=ts_ns, source=SOURCE, kind="span", name=names, dur_ns=dur_ns, pid=pid, tid=tid,
                        stage=stages, args=args)
 
@@ -381,11 +379,12 @@ def _us_array_to_ns(values: list | np.ndarray) -> np.ndarray:
     except (TypeError, ValueError):
         return np.asarray([_us_to_ns(v) for v in values], dtype=np.int64)
     whole = np.floor(array)
-    return whole.astype(np.int64) * 1000 + np.round((array - whole) * 1000).astype(np.int64)
-
-
-def _dumps(value: dict) -> str:
-    return orjson.dumps(value).decode()
+    fraction = np.subtract(array, whole)
+    fraction *= 1000
+    ns = whole.astype(np.int64)
+    ns *= 1000
+    ns += np.rint(fraction, out=fraction).astype(np.int64)  # in place: a new array costs fresh pages
+    return ns
 
 
 def _us_to_ns(value: object) -> int:

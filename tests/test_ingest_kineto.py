@@ -123,6 +123,33 @@ def test_batched_decode_is_exact_in_any_layout(layout: str, gzipped: bool, parse
     assert_same_trace(fast, _ingest_generic(read_trace_json(path)))
 
 
+def test_metadata_anywhere_names_processes_and_threads(tmp_path, monkeypatch) -> None:
+    """The typed path reads process and thread names wherever they stand, not only at the end."""
+    monkeypatch.setattr(json_batches, "TEXT_PIECE", 4096)  # some hundred batches
+    document = json.loads(gzip.decompress((DATA / "alexnet_a100_pageable_sync.json.gz").read_bytes()))
+    events = document["traceEvents"]
+    metadata = [e for e in events if e.get("ph") == "M"]
+    rest = [e for e in events if e.get("ph") != "M"]
+    document["traceEvents"] = metadata[:3] + rest[:500] + metadata[3:] + rest[500:]
+    path = tmp_path / "trace.json"
+    path.write_text(json.dumps(document))
+    fast = ingest_kineto(path)
+    assert fast.parser == "typed" and fast.process_names and fast.thread_names
+    assert_same_trace(fast, _ingest_generic(read_trace_json(path)))
+
+
+@pytest.mark.parametrize("key", ["cat", "copy", "memory"])
+def test_args_named_like_derived_fields_do_not_replace_them(key: str, tmp_path) -> None:
+    """The args column's "cat", "copy" and "memory" come from the event, never from its own args."""
+    document = json.loads(gzip.decompress((DATA / "alexnet_a100_pageable_sync.json.gz").read_bytes()))
+    next(e for e in document["traceEvents"] if e.get("cat") == "gpu_memcpy")["args"][key] = "theirs"
+    path = tmp_path / "trace.json"
+    path.write_text(json.dumps(document))
+    trace = ingest_kineto(path)
+    assert "theirs" not in "".join(trace.events["args"])
+    assert_same_trace(trace, _ingest_generic(read_trace_json(path)))
+
+
 def test_every_member_of_a_multi_member_gzip_is_read(tmp_path) -> None:
     text = gzip.decompress((DATA / "alexnet_a100_pageable_sync.json.gz").read_bytes())
     path = tmp_path / "members.json.gz"

@@ -4,6 +4,7 @@ pan, stage and window filters on the stacks, export, help, and failure on a brok
 
 from __future__ import annotations
 
+import contextlib
 import html
 import json
 import os
@@ -45,11 +46,18 @@ async def _ready(pilot) -> None:
     await pilot.pause()
 
 
-@pytest.mark.asyncio
-async def test_opens_on_the_findings_with_the_bottleneck_named(session_dir: Path) -> None:
+@contextlib.asynccontextmanager
+async def opened(session_dir: Path):
+    """The viewer on ``session_dir``, headless, once the report and the view data are in."""
     app = ProfApp(DirectorySource(session_dir, calibrate="off"))
     async with app.run_test(size=SIZE) as pilot:
         await _ready(pilot)
+        yield app, pilot
+
+
+@pytest.mark.asyncio
+async def test_opens_on_the_findings_with_the_bottleneck_named(session_dir: Path) -> None:
+    async with opened(session_dir) as (app, pilot):
         assert app.current_view == "findings"
         findings = app.report.findings
         assert findings and findings[0].rule == "batching-opportunity"
@@ -62,9 +70,7 @@ async def test_opens_on_the_findings_with_the_bottleneck_named(session_dir: Path
 
 @pytest.mark.asyncio
 async def test_enter_opens_the_evidence_and_t_jumps_to_the_events(session_dir: Path) -> None:
-    app = ProfApp(DirectorySource(session_dir, calibrate="off"))
-    async with app.run_test(size=SIZE) as pilot:
-        await _ready(pilot)
+    async with opened(session_dir) as (app, pilot):
         await pilot.press("enter")
         await pilot.pause()
         assert isinstance(app.screen, FindingScreen)
@@ -85,9 +91,7 @@ async def test_enter_opens_the_evidence_and_t_jumps_to_the_events(session_dir: P
 
 @pytest.mark.asyncio
 async def test_a_finding_leads_to_its_hotspot_rows_and_its_stage_stacks(session_dir: Path) -> None:
-    app = ProfApp(DirectorySource(session_dir, calibrate="off"))
-    async with app.run_test(size=SIZE) as pilot:
-        await _ready(pilot)
+    async with opened(session_dir) as (app, pilot):
         await pilot.press("enter", "h")
         await pilot.pause()
         assert app.current_view == "hotspots"
@@ -102,9 +106,7 @@ async def test_a_finding_leads_to_its_hotspot_rows_and_its_stage_stacks(session_
 
 @pytest.mark.asyncio
 async def test_hotspots_sort_filter_and_switch_source(session_dir: Path) -> None:
-    app = ProfApp(DirectorySource(session_dir, calibrate="off"))
-    async with app.run_test(size=SIZE) as pilot:
-        await _ready(pilot)
+    async with opened(session_dir) as (app, pilot):
         await pilot.press("2")
         view = app.query_one(HotspotsView)
         totals = view.shown["total_ms"].to_numpy()
@@ -128,9 +130,7 @@ async def test_hotspots_sort_filter_and_switch_source(session_dir: Path) -> None
 
 @pytest.mark.asyncio
 async def test_timeline_zoom_pan_cursor_and_mark(session_dir: Path) -> None:
-    app = ProfApp(DirectorySource(session_dir, calibrate="off"))
-    async with app.run_test(size=SIZE) as pilot:
-        await _ready(pilot)
+    async with opened(session_dir) as (app, pilot):
         await pilot.press("4")
         await pilot.pause()
         canvas = app.query_one(TimelineCanvas)
@@ -159,9 +159,7 @@ async def test_timeline_zoom_pan_cursor_and_mark(session_dir: Path) -> None:
 
 @pytest.mark.asyncio
 async def test_cursor_readout_names_what_runs_there(session_dir: Path) -> None:
-    app = ProfApp(DirectorySource(session_dir, calibrate="off"))
-    async with app.run_test(size=SIZE) as pilot:
-        await _ready(pilot)
+    async with opened(session_dir) as (app, pilot):
         await pilot.press("4")
         await pilot.pause()
         canvas = app.query_one(TimelineCanvas)
@@ -178,9 +176,7 @@ async def test_cursor_readout_names_what_runs_there(session_dir: Path) -> None:
 
 @pytest.mark.asyncio
 async def test_stacks_filter_by_stage_and_by_marked_window(session_dir: Path) -> None:
-    app = ProfApp(DirectorySource(session_dir, calibrate="off"))
-    async with app.run_test(size=SIZE) as pilot:
-        await _ready(pilot)
+    async with opened(session_dir) as (app, pilot):
         await pilot.press("5")
         await pilot.pause()
         stacks = app.query_one(StacksView)
@@ -198,9 +194,7 @@ async def test_stacks_filter_by_stage_and_by_marked_window(session_dir: Path) ->
 
 @pytest.mark.asyncio
 async def test_export_writes_the_marked_window_as_a_valid_chrome_trace(session_dir: Path) -> None:
-    app = ProfApp(DirectorySource(session_dir, calibrate="off"))
-    async with app.run_test(size=SIZE) as pilot:
-        await _ready(pilot)
+    async with opened(session_dir) as (app, pilot):
         await pilot.press("4")
         await pilot.pause()
         await pilot.press("m", *["right"] * 10, "m", "e")
@@ -222,9 +216,7 @@ async def test_export_writes_the_marked_window_as_a_valid_chrome_trace(session_d
 
 @pytest.mark.asyncio
 async def test_help_screen_opens_and_closes(session_dir: Path) -> None:
-    app = ProfApp(DirectorySource(session_dir, calibrate="off"))
-    async with app.run_test(size=SIZE) as pilot:
-        await _ready(pilot)
+    async with opened(session_dir) as (app, pilot):
         await pilot.press("question_mark")
         assert isinstance(app.screen, HelpScreen)
         await pilot.press("escape")
@@ -237,9 +229,7 @@ async def test_help_screen_opens_and_closes(session_dir: Path) -> None:
 @pytest.mark.asyncio
 async def test_a_broken_timeline_is_reported_in_the_app_not_as_a_crash(session_dir: Path) -> None:
     (session_dir / "timeline.parquet").write_bytes(b"PAR1 this is not parquet")
-    app = ProfApp(DirectorySource(session_dir, calibrate="off"))
-    async with app.run_test(size=SIZE) as pilot:
-        await _ready(pilot)
+    async with opened(session_dir) as (app, pilot):
         assert "could not load" in screen_text(app)
         await pilot.press("4", "plus", "5", "g", "2", "o", "e")  # nothing loaded: keys must not crash
         assert app.is_running
@@ -247,9 +237,7 @@ async def test_a_broken_timeline_is_reported_in_the_app_not_as_a_crash(session_d
 
 @pytest.mark.asyncio
 async def test_mouse_click_moves_the_cursor_and_the_wheel_zooms(session_dir: Path) -> None:
-    app = ProfApp(DirectorySource(session_dir, calibrate="off"))
-    async with app.run_test(size=SIZE) as pilot:
-        await _ready(pilot)
+    async with opened(session_dir) as (app, pilot):
         await pilot.click("#views Tab#--content-tab-timeline")
         await pilot.pause()
         assert app.current_view == "timeline"

@@ -84,11 +84,12 @@ def _ort_spans() -> pd.DataFrame:
 def _samples(stacks: StackTable) -> pd.DataFrame:
     app = "/srv/app/server.py"
     lib = "/usr/lib/python3/site-packages"
+    handler = [("main", app, 10), ("handle", app, 40)]
     paths = {
-        "decode": [("main", app, 10), ("handle", app, 40), ("decode_image", app, 60), ("ImageFile.load", f"{lib}/PIL/ImageFile.py", 250)],
-        "preprocess": [("main", app, 10), ("handle", app, 40), ("preprocess", app, 80), ("Image.resize", f"{lib}/PIL/Image.py", 2200)],
-        "inference": [("worker", app, 120), ("run_batch", app, 130), ("InferenceSession.run",
-                                                                      f"{lib}/onnxruntime/capi/session.py", 220)],
+        "decode": [*handler, ("decode_image", app, 60), ("ImageFile.load", f"{lib}/PIL/ImageFile.py", 250)],
+        "preprocess": [*handler, ("preprocess", app, 80), ("Image.resize", f"{lib}/PIL/Image.py", 2200)],
+        "inference": [("worker", app, 120), ("run_batch", app, 130),
+                      ("InferenceSession.run", f"{lib}/onnxruntime/capi/session.py", 220)],
         "idle": [("main", app, 10), ("EpollSelector.select", "/usr/lib/python3.11/selectors.py", 468)],
     }
     leaf = {name: stacks.intern(frames) for name, frames in paths.items()}

@@ -58,6 +58,11 @@ def gain_long(gain: Gain | None) -> str:
     return ", ".join(parts) + f" (by {gain.method})"
 
 
+def short_path(path: str) -> str:
+    """The last two parts of a source path: enough to tell files apart in a narrow column."""
+    return "/".join(path.replace("\\", "/").split("/")[-2:])
+
+
 def bar(fraction: float, width: int) -> str:
     """A horizontal bar in eighths of a cell."""
     fraction = min(max(fraction, 0.0), 1.0)

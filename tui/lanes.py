@@ -119,7 +119,7 @@ def build_lanes(events: pd.DataFrame, sample_labels: np.ndarray | None = None,
     if len(samples):
         labels = pd.Series(np.asarray(sample_labels, dtype=object) if sample_labels is not None
                            else samples["name"].astype(str).to_numpy())
-        step = _sample_step(samples)
+        step = sample_step_ns(samples)
         for (source, pid, tid), group in _groups(samples):
             where = samples.index.get_indexer(group.index)
             lanes.append(_span_lane(f"{source} {_thread(tid, pid, thread_names)}", source, pid, tid, origin,
@@ -152,7 +152,7 @@ def _thread(tid: int, pid: int, thread_names: dict[int, str] | None) -> str:
     return f"t{tid}" if tid >= 0 else f"p{pid}"
 
 
-def _sample_step(samples: pd.DataFrame) -> int:
+def sample_step_ns(samples: pd.DataFrame) -> int:
     """How long one sample stands for: the typical gap between a thread's samples."""
     gaps = samples.groupby(["pid", "tid"], observed=True)["ts_ns"].diff().dropna()
     gaps = gaps[gaps > 0]

@@ -14,7 +14,8 @@ import pandas as pd
 from profiler.analysis.model import Report
 from profiler.timeline import StackTable
 from tui.calltree import CallTree
-from tui.lanes import Lane, build_lanes
+from tui.format import short_path
+from tui.lanes import Lane, build_lanes, sample_step_ns
 
 NESTED_SOURCES = ("ort", "torch")  # spans that are calls within calls: self time means something
 HOTSPOT_COLUMNS = ("source", "kind", "name", "total_ms", "self_ms", "share", "count")
@@ -145,7 +146,7 @@ def _function_hotspots(samples: pd.DataFrame, stacks: StackTable) -> pd.DataFram
     leaves, counts = np.unique(samples["stack_id"].to_numpy(), return_counts=True)
     keep = leaves >= 0
     leaves, counts = leaves[keep], counts[keep]
-    step_ms = _sample_ms(samples)
+    step_ms = sample_step_ns(samples) / 1e6
     key_of_frame, labels = _function_keys(stacks)
     node_frames = np.asarray(stacks.node_frames)
     self_count = np.bincount(key_of_frame[node_frames[leaves]], weights=counts, minlength=len(labels))
@@ -170,19 +171,8 @@ def _function_keys(stacks: StackTable) -> tuple[np.ndarray, list[str]]:
     keys = np.empty(len(stacks.functions), dtype=np.int64)
     for i, (function, file) in enumerate(zip(stacks.functions, stacks.files)):
         keys[i] = index.setdefault((function, file), len(index))
-    labels = [f"{function} ({_short(file)})" if file else function for function, file in index]
+    labels = [f"{function} ({short_path(file)})" if file else function for function, file in index]
     return keys, labels
-
-
-def _short(path: str) -> str:
-    parts = path.replace("\\", "/").split("/")
-    return "/".join(parts[-2:])
-
-
-def _sample_ms(samples: pd.DataFrame) -> float:
-    gaps = samples.groupby(["pid", "tid"], observed=True)["ts_ns"].diff().dropna()
-    gaps = gaps[gaps > 0]
-    return float(gaps.median()) / 1e6 if len(gaps) else 10.0
 
 
 def request_index(events: pd.DataFrame) -> RequestIndex | None:

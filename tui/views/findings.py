@@ -38,8 +38,8 @@ class FindingsView(Vertical):
         table.clear()
         for rank, finding in enumerate(self.findings, 1):
             table.add_row(str(rank), Text(finding.severity, style=SEVERITY_STYLE[finding.severity]),
-                          pct(finding.share), gain_short(finding.estimated_gain), Text(f"{finding.rule}: {finding.title}"),
-                          key=str(rank - 1))
+                          pct(finding.share), gain_short(finding.estimated_gain),
+                          Text(f"{finding.rule}: {finding.title}"), key=str(rank - 1))
         self.query_one("#banner", Static).update(_banner(report))
         if self.findings:
             table.move_cursor(row=0)

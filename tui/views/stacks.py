@@ -14,7 +14,7 @@ from textual.widgets.tree import TreeNode
 
 from profiler.analysis.model import EventRef
 from tui.calltree import TreeFilter
-from tui.format import bar, color_of
+from tui.format import bar, color_of, short_path
 
 if TYPE_CHECKING:
     from tui.calltree import CallTree
@@ -137,14 +137,10 @@ class StacksView(Vertical):
         text.append(f"{share:6.1%} ", style="bold")
         text.append(f"{bar(share, BAR_WIDTH):<{BAR_WIDTH}}", style=color_of(function))
         text.append(f" {function}")
-        text.append(f"  {_short(file)}:{line}", style="dim")
+        text.append(f"  {short_path(file)}:{line}", style="dim")
         if own >= 0.005:
             text.append(f"  self {own:.1%}", style="yellow")
         return text
 
     def on_tree_node_expanded(self, event: Tree.NodeExpanded) -> None:
         self._fill(event.node)
-
-
-def _short(path: str) -> str:
-    return "/".join(path.replace("\\", "/").split("/")[-2:])

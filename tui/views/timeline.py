@@ -306,7 +306,8 @@ class TimelineView(Vertical):
             text.append(f"\nmarked +{ns(a - canvas.bounds[0])} … +{ns(b - canvas.bounds[0])} ({ns(b - a)})"
                         "  z zoom to it · e export it · 5 stacks of it", style="yellow")
         else:
-            text.append("\n←→ cursor · ↑↓ lane · +/- zoom · h/l pan · 0 all · m mark a window", style="dim italic")
+            text.append("\n←→ cursor · ↑↓ lane · +/- zoom · h/l pan · 0 all · m mark a window",
+                        style="dim italic")
         return text
 
 

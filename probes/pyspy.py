@@ -187,6 +187,22 @@ def thread_map(out_dir: Path, pid: int) -> dict[int, dict]:
     return mapping
 
 
+def thread_names(out_dir: Path) -> dict[int, str]:
+    """OS thread id -> the thread's Python name ("MainThread", "ThreadPoolExecutor-0_1"), from
+    every target's saved dumps in ``out_dir``; threads without a name are left out."""
+    out_dir = Path(out_dir)
+    names: dict[int, str] = {}
+    for meta in sorted(out_dir.glob("pyspy-*.meta.json")):
+        try:
+            pid = int(json.loads(meta.read_text())["pid"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        for info in thread_map(out_dir, pid).values():
+            if info.get("os_tid") is not None and info.get("name"):
+                names[int(info["os_tid"])] = str(info["name"])
+    return names
+
+
 def ingest_pyspy_chrometrace(path: Path, anchor_epoch_ns: int, rate: int, stacks: StackTable,
                              threads: dict[int, dict] | None = None) -> pd.DataFrame:
     """Stretches of unchanged stacks as ``sample`` events (see module doc)."""

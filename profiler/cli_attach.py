@@ -8,6 +8,7 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.text import Text
 
 EXAMPLES = """examples:
   prof attach 4242                         20 s of py-spy, psutil (and NVML on a GPU host)
@@ -148,7 +149,34 @@ def finish(session, outcome: str, console: Console) -> int:
     with console.status("merging the timeline"):
         build_timeline(session)
     print_summary(summarize(session), console, session.path)
+    headline(session.path, console)
     return 130 if outcome == "interrupted" else 0
+
+
+def headline(path, console: Console) -> None:
+    """Diagnose the fresh session (cached calibration only, never a measurement), keep the
+    report beside it so ``prof report``/``prof tui`` open at once, and print its first finding.
+    The session is already safe on disk: a failure or Ctrl-C here costs only the headline."""
+    from profiler.cli_tui import diagnose_session
+    from profiler.renderers.report import gain_text
+
+    try:
+        with console.status("diagnosing"):
+            report = diagnose_session(path)
+    except KeyboardInterrupt:
+        console.print("diagnosis skipped (interrupted); prof report runs it", highlight=False, markup=False)
+        return
+    except Exception as exc:  # the collection is saved; say why the headline is missing
+        console.print(Text.assemble(("diagnosis failed: ", "yellow"), f"{type(exc).__name__}: {exc}"))
+        return
+    if not report.findings:
+        console.print("[green]no finding:[/green] no rule saw a bottleneck in the measured evidence")
+        return
+    top = report.findings[0]
+    console.print(Text.assemble(("bottleneck: ", "bold"), f"{top.title} ({top.rule}) · fix: {top.fix.summary} · "
+                                f"{gain_text(top.estimated_gain)}"))
+    if len(report.findings) > 1:
+        console.print(f"  and {len(report.findings) - 1} more finding(s) in the report", highlight=False)
 
 
 def _describe(process) -> dict:

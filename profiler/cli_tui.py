@@ -57,6 +57,13 @@ def cached_report(path: Path) -> Report | None:
         return None
 
 
+def diagnose_session(path: Path, calibrate: Calibrate = "cached", threads: int | None = None) -> Report:
+    """The session's report, from ``report.json`` when it is current, else diagnosed now (and
+    saved). ``calibrate="cached"`` never measures: gains that need a model timing use this host's
+    cached calibration or go without, so this is quick enough to run at the end of a collection."""
+    return DirectorySource(path, calibrate, threads).report()
+
+
 class DirectorySource:
     """A session directory as the TUI's data source."""
 
@@ -101,7 +108,7 @@ class DirectorySource:
 
         session = self.session()
         return prepare(report, self.name, session.meta, session.timeline, session.stacks,
-                       sample_stages=_sample_stages(session))
+                       sample_stages=_sample_stages(session), thread_names=_thread_names(session))
 
     def export(self, start_ns: int, end_ns: int, sources: list[str] | None) -> Path:
         from profiler.cli_export import _atomic, _process_names
@@ -122,6 +129,14 @@ class DirectorySource:
         return target
 
 
+def _thread_names(session: Session) -> dict[int, str]:
+    """Python thread names of the profiled processes (from py-spy's dumps), for lane labels."""
+    from probes.pyspy import thread_names
+    from profiler.session import RAW, safe_child
+
+    return thread_names(safe_child(session.path, RAW, "pyspy"))  # none there: thread ids are shown
+
+
 def _sample_stages(session: Session) -> np.ndarray | None:
     """The stage each sample of the timeline was attributed to, in timeline order."""
     import numpy as np
@@ -131,12 +146,12 @@ def _sample_stages(session: Session) -> np.ndarray | None:
     samples = (events["kind"] == "sample").to_numpy()
     if not samples.any():
         return None
-    from profiler.analysis.attribution import attribute_samples
+    from profiler.analysis.attribution import as_stage, attribute_samples
 
     labels = np.full(int(samples.sum()), "other", dtype=object)
     attributed = attribute_samples(events, session.stacks)
     where = pd.Index(events.index[samples]).get_indexer(attributed.index)
-    labels[where] = attributed.astype(str).to_numpy()
+    labels[where] = attributed.map(as_stage).astype(str).to_numpy()  # the viewer shows stages: send is serialize
     return labels
 
 

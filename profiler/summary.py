@@ -99,8 +99,9 @@ def print_summary(summary: Summary, console: Console, session_path: object) -> N
     for note in summary.notes[-5:]:
         console.print(f"[yellow]note:[/yellow] {note}", highlight=False)
     console.print(f"session: [bold]{session_path}[/bold]")
-    console.print(f"next: [bold]prof report {session_path}[/bold] names the bottleneck and the fix · "
-                  f"prof export {session_path} --chrome trace.json for Perfetto", highlight=False)
+    console.print(f"next: [bold]prof report {session_path}[/bold] for every finding with its evidence · "
+                  f"prof tui {session_path} to explore · prof export {session_path} --chrome trace.json for "
+                  "Perfetto", highlight=False)
 
 
 def wire_line(wire: WireStats) -> str:

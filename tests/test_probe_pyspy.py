@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from probes.pyspy import PySpyError, PySpyOptions, PySpyRecorder, dump_threads, ingest_recording
+from probes.pyspy import PySpyError, PySpyOptions, PySpyRecorder, dump_threads, ingest_recording, thread_names
 from profiler.timeline import StackTable
 
 TARGET = textwrap.dedent("""
@@ -78,6 +78,10 @@ def test_samples_of_a_busy_loop_fall_inside_its_span(target, tmp_path: Path) -> 
     assert frames[-1][0] == "busy_loop" and frames[-1][1].endswith("target.py")
     assert (busy["tid"] == process.pid).all()  # the main thread's OS tid, mapped from the pthread id
     assert busy["value"].sum() == pytest.approx(busy["dur_ns"].sum() * 250 / 1e9)
+    # The viewer labels lanes by the threads' Python names, keyed like the samples' tid.
+    names = thread_names(tmp_path / "raw")
+    assert names[process.pid] == "MainThread"
+    assert "sleeper" in names.values() and set(events["tid"]) <= set(names)
 
 
 def test_dump_maps_pthread_ids_to_os_threads(target) -> None:

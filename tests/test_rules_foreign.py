@@ -15,6 +15,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from profiler.analysis.diagnose import diagnose
@@ -99,3 +100,43 @@ def test_latency_outliers_from_wire_latencies(findings_of) -> None:
     finding = findings_of("stalls")["latency-outliers"]
     assert finding.evidence["p99_ms"] > 3 * finding.evidence["p50_ms"]
     assert "latency-outliers" not in findings_of("clean")
+
+
+# ------------------------------------------------ what serialization-overhead counts, from stacks
+
+HANDLER = [("BaseHTTPRequestHandler.handle_one_request", "/usr/lib/python3.11/http/server.py", 424),
+           ("Handler.do_POST", "/srv/app.py", 30)]
+ENCODE = [*HANDLER, ("dumps", "/usr/lib/python3.11/json/__init__.py", 231),
+          ("JSONEncoder.encode", "/usr/lib/python3.11/json/encoder.py", 200)]
+SEND = [*HANDLER, ("BaseHTTPRequestHandler.send_header", "/usr/lib/python3.11/http/server.py", 526),
+        ("SocketIO.write", "/usr/lib/python3.11/socket.py", 720)]
+WORK = [*HANDLER, ("forward", "/srv/app.py", 12)]
+
+
+def stack_context(counts: dict[str, int]):
+    from profiler.analysis.attribution import attribute_samples
+    from profiler.analysis.context import AnalysisContext
+    from profiler.timeline import StackTable, make_events
+
+    stacks = StackTable()
+    ids = [stacks.intern(frames) for kind, frames in (("encode", ENCODE), ("send", SEND), ("work", WORK))
+           for _ in range(counts[kind])]
+    events = make_events(ts_ns=10**18 + np.arange(len(ids)) * 10_000_000, source="pyspy", kind="sample",
+                         name="sample", pid=7, tid=1, dur_ns=10_000_000, stack_id=ids, value=1.0)
+    return events, AnalysisContext(events, stacks, {}, attribute=attribute_samples)
+
+
+def test_socket_writes_count_as_serialize_but_not_as_serialization_overhead() -> None:
+    from profiler.rules import serialization
+
+    # 15 % encoding + 25 % headers and socket writes: the stage is 40 %, the encoding cost is not 20 %.
+    events, ctx = stack_context({"encode": 15, "send": 25, "work": 60})
+    assert ctx.stage_ns["serialize"] == pytest.approx(0.40 * ctx.service_ns)
+    assert "send" not in ctx.stage_ns.index
+    assert serialization.check(events, ctx) == []
+
+    events, ctx = stack_context({"encode": 25, "send": 25, "work": 50})
+    (found,) = serialization.check(events, ctx)
+    assert found.evidence["share"] == pytest.approx(0.25)
+    assert found.evidence["serialize_share"] == pytest.approx(0.25)
+    assert found.evidence["socket_write_share_not_counted"] == pytest.approx(0.25)

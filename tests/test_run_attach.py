@@ -40,7 +40,21 @@ def run_session(artifact_cache, tmp_path_factory) -> Path:
                   "--probes", "all", "--out", str(out), "--max-batch", "4")
     assert result.returncode == 0, result.stderr + result.stdout
     assert "req/s" in result.stdout and "stage time" in result.stdout and str(out) in result.stdout
+    (out / "run.stdout").write_text(result.stdout)
     return out
+
+
+def test_run_ends_with_the_diagnosis_saved_and_its_headline_printed(run_session) -> None:
+    from profiler.cli_tui import cached_report
+
+    report = cached_report(run_session)  # report.json, current for this timeline: `prof tui` opens at once
+    assert report is not None and report.load["requests"] > 0
+    stdout = " ".join((run_session / "run.stdout").read_text().split())  # rich wraps long lines
+    if report.findings:
+        top = report.findings[0]
+        assert f"bottleneck: {top.title} ({top.rule})" in stdout, stdout[-2000:]
+    else:
+        assert "no finding:" in stdout, stdout[-2000:]
 
 
 def test_run_sample_server_collects_every_probe_that_can_run_here(run_session) -> None:
@@ -120,6 +134,8 @@ def test_attach_to_a_plain_python_http_server(http_server, tmp_path) -> None:
         time.sleep(0.05)
     stdout, stderr = attach.communicate(timeout=120)
     assert attach.returncode == 0, stderr
+    assert "bottleneck:" in stdout or "no finding:" in stdout, stdout
+    assert (out / "report.json").is_file()
     session = load(out)
     counts = session.timeline["source"].value_counts()
     assert counts.get("pyspy", 0) > 0 and counts.get("proc", 0) > 0

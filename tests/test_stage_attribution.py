@@ -290,6 +290,11 @@ def test_a_user_signature_file_overrides_the_packaged_table(tmp_path: Path, monk
     # Within one frame the table's order decides: Pillow's encoder lives in the decoder's plugin.
     ([("handle", APP, 5), ("Image.save", PIL_IMAGE, 2568), ("_save", f"{SITE}/PIL/JpegImagePlugin.py", 660)],
      "serialize"),
+    # Writing the response out is `send` (serialize's tail, kept apart from encoding).
+    ([("handle_one_request", f"{STDLIB}/http/server.py", 424), ("do_POST", APP, 30),
+      ("BaseHTTPRequestHandler.end_headers", f"{STDLIB}/http/server.py", 538),
+      ("BaseHTTPRequestHandler.flush_headers", f"{STDLIB}/http/server.py", 542),
+      ("SocketIO.write", f"{STDLIB}/socket.py", 720)], "send"),
     (WORKER, IDLE),
     # A pool worker is idle only as the innermost frame: below it, it runs a work item.
     ([*WORKER, ("_WorkItem.run", f"{STDLIB}/concurrent/futures/thread.py", 58), ("crunch", APP, 70)], "other"),

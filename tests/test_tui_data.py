@@ -54,6 +54,14 @@ def test_lane_says_what_runs_at_an_instant_and_counters_hold_their_last_reading(
     assert means[0] == 10.0 and means[1] == 10.0 and means[2] == 90.0 and means[3] == 90.0
 
 
+def test_lanes_are_labelled_with_thread_names_where_known() -> None:
+    spans = make_events(ts_ns=[100, 200], dur_ns=[50, 50], source="ort", kind="span", name="conv", pid=1, tid=[2, 3])
+    counter = make_events(ts_ns=[100], source="proc", kind="counter", name="thread_cpu_percent", pid=1, tid=2,
+                          value=[50.0])
+    lanes = build_lanes(merge_events([spans, counter]), thread_names={2: "inference_0"})
+    assert [lane.label for lane in lanes] == ["ort inference_0", "ort t3", "inference_0 cpu_percent"]
+
+
 def test_self_time_of_nested_spans_leaves_out_direct_children_only() -> None:
     # run [0,100) holds a [10,60) which holds b [20,30); c [70,90) is a sibling of a
     events = make_events(ts_ns=[0, 10, 20, 70, 500], dur_ns=[100, 50, 10, 20, 10], source="torch", kind="span",

@@ -128,7 +128,8 @@ def build_lanes(events: pd.DataFrame, sample_labels: np.ndarray | None = None,
     counters = events[events["kind"] == "counter"]
     for (source, name, pid, tid), group in counters.groupby(["source", "name", "pid", "tid"], observed=True,
                                                           sort=True):
-        label = str(name) if tid < 0 else f"{name} {_thread(tid, pid, thread_names)}"
+        # per-thread counters lead with the thread, so a narrow label column still tells them apart
+        label = str(name) if tid < 0 else f"{_thread(tid, pid, thread_names)} {str(name).removeprefix('thread_')}"
         order = np.argsort(group["ts_ns"].to_numpy(), kind="stable")
         lanes.append(Lane(label=label, source=str(source), kind="counter", pid=int(pid), tid=int(tid), origin=origin,
                           names=[str(name)], starts=group["ts_ns"].to_numpy()[order] - origin,

@@ -6,7 +6,10 @@ belong to which stage — Pillow's decoders to ``decode``, ``Session.run`` to ``
 ``json/encoder.py`` to ``serialize``, a worker blocked on its queue to ``idle`` — and a stack
 takes the stage of its innermost recognised frame, so ``Image.resize`` inside a user's
 ``preprocess()`` is preprocess whatever called it. Labels are the closed stage vocabulary of
-:mod:`profiler.timeline` plus ``idle`` (a thread that waits: event loop, pool worker, accept).
+:mod:`profiler.timeline` plus ``idle`` (a thread that waits: event loop, pool worker, accept) and
+``send`` (writing the response out: status line, headers, socket writes). ``send`` is part of the
+``serialize`` stage wherever stages are shown (:func:`as_stage`); it is kept apart so that a rule
+about encoding cost does not count the socket, which no change of encoding removes.
 
 Each distinct stack is classified once, and the stack table's shared prefixes are walked once,
 so a recording of a million samples takes a fraction of a second.
@@ -34,8 +37,10 @@ else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
 IDLE = "idle"
+SEND = "send"
 OTHER = "other"
-LABELS: tuple[str, ...] = (*STAGES, IDLE)
+LABELS: tuple[str, ...] = (*STAGES, IDLE, SEND)
+_STAGE_OF_LABEL = {SEND: "serialize"}
 ENV_SIGNATURES = "PROF_SIGNATURES"
 PYSPY_SOURCE = "pyspy"
 PACKAGED_TABLE = "signatures.toml"
@@ -188,6 +193,11 @@ def classify_stack(frames_root_first: Sequence[Frame], signatures: Sequence[Sign
     """The stage of one stack given as (function, file, line) frames, root first: that of the
     innermost frame some signature matches, ``other`` when none does."""
     return _Classifier(signatures).stack_stage(frames_root_first)
+
+
+def as_stage(label: str) -> str:
+    """The stage (or ``idle``) an attribution label belongs to: ``send`` is serialize's tail."""
+    return _STAGE_OF_LABEL.get(label, label)
 
 
 def attribute_samples(timeline: pd.DataFrame, stacks: StackTable,

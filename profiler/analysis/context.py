@@ -21,6 +21,7 @@ from profiler.timeline import StackTable
 from profiler.wire_stats import WireStats, wire_requests, wire_stats
 
 IDLE = "idle"
+SEND = "send"  # attribution's label for writing the response out: counted in serialize
 SERVICE_EXCLUDED = ("queue",)  # waiting is not work (start-up model loading is left out of the spans)
 
 
@@ -141,8 +142,18 @@ class AnalysisContext:
             return self.stage_spans.groupby("stage", observed=True)["dur_ns"].sum().astype(float)
         if self.stage_basis == "py-spy attribution":
             busy = self.samples[self.samples["attributed"] != IDLE]
-            return busy.groupby("attributed")["dur_ns"].sum().astype(float)
+            stages = busy["attributed"].replace(SEND, "serialize")
+            return busy["dur_ns"].groupby(stages.to_numpy()).sum().astype(float)
         return pd.Series(dtype=float)
+
+    @cached_property
+    def send_ns(self) -> float:
+        """The part of serialize spent writing the response out (status line, headers, socket
+        writes), as stacks show it; 0 where the server's own spans are the basis (they do not
+        split serialize)."""
+        if self.stage_basis != "py-spy attribution":
+            return 0.0
+        return float(self.samples.loc[self.samples["attributed"] == SEND, "dur_ns"].sum())
 
     @cached_property
     def service_ns(self) -> float:

@@ -44,4 +44,9 @@ def main(argv: list[str], prog: str = "prof import") -> int:
     counts = session.timeline.groupby("source", observed=True).size()
     summary = ", ".join(f"{source} {count:,}" for source, count in counts.items())
     print(f"session {out}: {len(session.timeline):,} events ({summary})")
+    from rich.console import Console
+
+    from profiler.cli_attach import headline
+
+    headline(session.path, Console())  # saves report.json: prof report/tui open the session at once
     return 1 if errors else 0

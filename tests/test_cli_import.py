@@ -71,6 +71,18 @@ def test_import_detects_each_format_and_reports_broken_files(inputs, tmp_path: P
     assert f"session {out}" in result.stdout
 
 
+def test_import_of_a_gpu_trace_prints_its_bottleneck_and_saves_the_report(tmp_path: Path) -> None:
+    from profiler.cli_tui import cached_report
+
+    out = tmp_path / "session"
+    result = prof("import", str(DATA / "alexnet_a100_pageable_sync.json.gz"), "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    report = cached_report(out)
+    assert report is not None and {"pageable-h2d", "host-sync"} <= {f.rule for f in report.findings}
+    top = report.findings[0]
+    assert f"bottleneck: {top.title} ({top.rule})" in " ".join(result.stdout.split())
+
+
 def test_speedscope_round_trip_keeps_stacks_and_times(inputs, tmp_path: Path) -> None:
     first = tmp_path / "first"
     assert prof("import", str(inputs["pyspy"]), "--out", str(first)).returncode == 0

@@ -24,9 +24,18 @@ def basis(ctx: AnalysisContext) -> tuple[str, float]:
     return "wall time", max(wall, 1.0)
 
 
-def arg_field(frame: pd.DataFrame, key: str) -> pd.Series:
-    """One string field of the compact JSON args, without parsing each row."""
-    return frame["args"].astype("string").str.extract(f'"{key}":"([^"]*)"', expand=False)
+def arg_field(frame: pd.DataFrame, key: str, pattern: str = '"([^"]*)"') -> pd.Series:
+    """One field of the compact JSON args (a string by default; ``pattern`` captures another
+    form, such as ``(\\d+)``), missing as NA, by Arrow's regex kernel over the whole column:
+    no JSON parse, no Python string per row (pandas' ``str.extract`` took 0.75 s on 800k rows)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    head = pattern.index("(")
+    regex = f'"{re.escape(key)}":{pattern[:head]}(?P<v>{pattern[head + 1:]}'
+    args = pa.array(frame["args"].array, type=pa.large_string()) if len(frame) else pa.array([], pa.large_string())
+    found = pc.struct_field(pc.extract_regex(args, pattern=regex), "v")  # null where no match
+    return pd.Series(pd.arrays.ArrowStringArray(found), index=frame.index, name=key)
 
 
 def stage_rows(ctx: AnalysisContext) -> list[StageRow]:

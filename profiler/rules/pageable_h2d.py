@@ -23,8 +23,7 @@ def check(timeline: pd.DataFrame, ctx: AnalysisContext) -> list[Finding]:
     if pageable.empty:
         return []
     copy_ns = float(pageable["dur_ns"].sum())
-    nbytes = int(pageable["args"].astype("string").str.extract(r'"bytes":(\d+)', expand=False).fillna("0")
-                 .astype(int).sum())
+    nbytes = int(arg_field(pageable, "bytes", r"(\d+)").fillna("0").astype(int).sum())
     window = _gpu_window(ctx)
     fraction = copy_ns / window if window else 0.0
     removed = fraction * PINNED_SAVING

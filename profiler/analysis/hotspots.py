@@ -24,20 +24,6 @@ def basis(ctx: AnalysisContext) -> tuple[str, float]:
     return "wall time", max(wall, 1.0)
 
 
-def arg_field(frame: pd.DataFrame, key: str, pattern: str = '"([^"]*)"') -> pd.Series:
-    """One field of the compact JSON args (a string by default; ``pattern`` captures another
-    form, such as ``(\\d+)``), missing as NA, by Arrow's regex kernel over the whole column:
-    no JSON parse, no Python string per row (pandas' ``str.extract`` took 0.75 s on 800k rows)."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    head = pattern.index("(")
-    regex = f'"{re.escape(key)}":{pattern[:head]}(?P<v>{pattern[head + 1:]}'
-    args = pa.array(frame["args"].array, type=pa.large_string()) if len(frame) else pa.array([], pa.large_string())
-    found = pc.struct_field(pc.extract_regex(args, pattern=regex), "v")  # null where no match
-    return pd.Series(pd.arrays.ArrowStringArray(found), index=frame.index, name=key)
-
-
 def stage_rows(ctx: AnalysisContext) -> list[StageRow]:
     _, total = basis(ctx)
     if ctx.stage_basis == "stage spans":
@@ -107,16 +93,14 @@ def _label(frame: tuple[str, str, int]) -> str:
 
 def _span_rows(ctx: AnalysisContext, total: float, top: int = 10) -> list[Hotspot]:
     rows: list[Hotspot] = []
-    ort = ctx.of("ort", "span")
-    nodes = ort[arg_field(ort, "cat") == "Node"] if len(ort) else ort
+    nodes = ctx.ort_nodes
     if len(nodes):
         rows += _grouped(nodes, nodes["name"].astype(str), "ort", "ort-node", total, top)
-        rows += _grouped(nodes, arg_field(nodes, "op").fillna("?"), "ort", "ort-op", total, top)
+        rows += _grouped(nodes, ctx.ort_node_ops.fillna("?"), "ort", "ort-op", total, top)
     torch = ctx.of("torch", "span")
     if len(torch):
-        cats = arg_field(torch, "cat")
-        ops = torch[cats == "cpu_op"]
-        kernels = torch[cats == "kernel"]
+        ops = ctx.kineto_category("cpu_op")
+        kernels = ctx.kineto_category("kernel")
         if len(ops):
             rows += _grouped(ops, ops["name"].astype(str), "torch", "torch-op", total, top)
         if len(kernels):

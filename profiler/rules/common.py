@@ -7,7 +7,6 @@ import numpy as np
 import pandas as pd
 
 from profiler.analysis.context import AnalysisContext
-from profiler.analysis.hotspots import arg_field
 from profiler.analysis.model import Finding, Fix, severity_for_share
 
 # TensorBoard / XProf input-pipeline analysis: a step is "highly input bound" when input
@@ -58,11 +57,7 @@ def inference_runtime(ctx: AnalysisContext) -> str | None:
 
 
 def ort_op_types(ctx: AnalysisContext) -> pd.Series:
-    ort = ctx.of("ort", "span")
-    if ort.empty:
-        return pd.Series(dtype=object)
-    nodes = ort[arg_field(ort, "cat") == "Node"]
-    return arg_field(nodes, "op").dropna()
+    return ctx.ort_node_ops.dropna()
 
 
 def runs_int8(ctx: AnalysisContext) -> bool | None:
@@ -71,13 +66,6 @@ def runs_int8(ctx: AnalysisContext) -> bool | None:
     if ops.empty:
         return None
     return bool(set(ops.unique()) & _INT8_OPS or ops.str.contains("QuantizeLinear").any())
-
-
-def kineto_category(ctx: AnalysisContext, category: str) -> pd.DataFrame:
-    torch = ctx.of("torch", "span")
-    if torch.empty:
-        return torch
-    return torch[arg_field(torch, "cat") == category]
 
 
 def batch_sizes(ctx: AnalysisContext) -> np.ndarray:

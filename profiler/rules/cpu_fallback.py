@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from profiler.analysis.context import AnalysisContext
-from profiler.analysis.hotspots import arg_field
+from profiler.analysis.context import AnalysisContext, arg_field
 from profiler.analysis.model import EventRef, Finding, Fix
 from profiler.rules.common import finding, percent
 
@@ -14,10 +13,9 @@ _GPU_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider", "ROCMExe
 
 
 def check(timeline: pd.DataFrame, ctx: AnalysisContext) -> list[Finding]:
-    ort = ctx.of("ort", "span")
-    if ort.empty:
+    nodes = ctx.ort_nodes
+    if nodes.empty:
         return []
-    nodes = ort[arg_field(ort, "cat") == "Node"]
     providers = arg_field(nodes, "provider")
     if not providers.isin(_GPU_PROVIDERS).any():
         return []

@@ -10,7 +10,7 @@ import pandas as pd
 
 from profiler.analysis.context import AnalysisContext
 from profiler.analysis.model import EventRef, Finding, Fix
-from profiler.rules.common import finding, inference_runtime, kineto_category, ort_op_types, percent
+from profiler.rules.common import finding, inference_runtime, ort_op_types, percent
 
 MIN_INFERENCE_SHARE = 0.25
 SMALL_OP_NS = 20_000  # ops shorter than 20 µs are dominated by dispatch overhead
@@ -56,7 +56,7 @@ def _ort(ctx: AnalysisContext, share: float) -> list[Finding]:
 
 
 def _eager_storm(ctx: AnalysisContext, share: float) -> list[Finding]:
-    ops = kineto_category(ctx, "cpu_op")
+    ops = ctx.kineto_category("cpu_op")
     if len(ops) < 200:
         return []
     small = ops[ops["dur_ns"] < SMALL_OP_NS]

@@ -7,18 +7,17 @@ from __future__ import annotations
 
 import pandas as pd
 
-from profiler.analysis.context import AnalysisContext
-from profiler.analysis.hotspots import arg_field
+from profiler.analysis.context import AnalysisContext, arg_field
 from profiler.analysis.model import EventRef, Finding, Fix
-from profiler.rules.common import finding, kineto_category
+from profiler.rules.common import finding
 
 MIN_SYNCS = 3
 _SYNC_CALLS = ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize")
 
 
 def check(timeline: pd.DataFrame, ctx: AnalysisContext) -> list[Finding]:
-    syncs = kineto_category(ctx, "cuda_sync")
-    runtime = kineto_category(ctx, "cuda_runtime")
+    syncs = ctx.kineto_category("cuda_sync")
+    runtime = ctx.kineto_category("cuda_runtime")
     blocking = runtime[runtime["name"].astype(str).isin(_SYNC_CALLS)] if len(runtime) else runtime
     if len(syncs) + len(blocking) < MIN_SYNCS:
         return []

@@ -7,16 +7,15 @@ from __future__ import annotations
 
 import pandas as pd
 
-from profiler.analysis.context import AnalysisContext
-from profiler.analysis.hotspots import arg_field
+from profiler.analysis.context import AnalysisContext, arg_field
 from profiler.analysis.model import EventRef, Finding, Fix
-from profiler.rules.common import finding, kineto_category
+from profiler.rules.common import finding
 
 PINNED_SAVING = 0.5  # pinned copies run at about twice the bandwidth of staged pageable ones (assumed)
 
 
 def check(timeline: pd.DataFrame, ctx: AnalysisContext) -> list[Finding]:
-    copies = kineto_category(ctx, "gpu_memcpy")
+    copies = ctx.kineto_category("gpu_memcpy")
     if copies.empty:
         return []
     pageable = copies[(arg_field(copies, "copy") == "HtoD") & (arg_field(copies, "memory") == "pageable")]

@@ -13,7 +13,7 @@ import pandas as pd
 
 from profiler.analysis.context import AnalysisContext
 from profiler.analysis.model import EventRef, Finding, Fix
-from profiler.rules.common import finding, inference_runtime, kineto_category, per_request_ms, percent, runs_int8
+from profiler.rules.common import finding, inference_runtime, per_request_ms, percent, runs_int8
 
 MIN_INFERENCE_SHARE = 0.30
 MIN_SPEEDUP = 1.2
@@ -24,7 +24,7 @@ GPU_FP16_SPEEDUP = 2.0  # assumed: tensor cores at half precision; calibrate on 
 
 
 def check(timeline: pd.DataFrame, ctx: AnalysisContext) -> list[Finding]:
-    kernels = kineto_category(ctx, "kernel")
+    kernels = ctx.kineto_category("kernel")
     if len(kernels):
         return _gpu(ctx, kernels)
     return _cpu(ctx)

@@ -8,7 +8,8 @@ during which the thread's stack did not change. We anchor that clock at launch (
 ``stack_id`` the stack in the session's stack table, ``name`` the leaf function.
 
 py-spy's ``tid`` is the pthread identifier, not the OS thread id; ``py-spy dump --json``
-snapshots (taken at start and stop) map one to the other and tell which thread held the GIL.
+snapshots (taken at start and stop) map one to the other. Meanwhile :mod:`probes.gil_snapshots`
+dumps the target a few times a second to see who holds the GIL and who waits for it.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from probes.gil_snapshots import SNAPSHOT_FILE, GilSnapshotter, ingest_snapshots
 from profiler.clock import ClockAnchor
 from profiler.timeline import StackTable, make_events, merge_events
 
@@ -52,6 +54,7 @@ class PySpyOptions:
     native: bool = False
     subprocesses: bool = False
     nonblocking: bool = True
+    snapshot_hz: float = 2.0  # GIL snapshots (``py-spy dump``) per second beside the recording; 0: none
 
     def flags(self) -> list[str]:
         flags = ["--rate", str(self.rate), "--idle"]
@@ -119,6 +122,7 @@ class PySpyRecorder:
     options: PySpyOptions = field(default_factory=PySpyOptions)
     process: subprocess.Popen | None = None
     anchor: ClockAnchor | None = None
+    snapshots: GilSnapshotter | None = None
 
     @property
     def trace_path(self) -> Path:
@@ -146,6 +150,10 @@ class PySpyRecorder:
         if self.process.poll() is not None:
             output = (self.out_dir / f"pyspy-{self.pid}.log").read_text(errors="replace")
             raise PySpyError(explain_failure(self.pid, output))
+        if self.options.snapshot_hz > 0:
+            self.snapshots = GilSnapshotter(command[0], self.pid, self.out_dir, 1.0 / self.options.snapshot_hz,
+                                            self.options.subprocesses)
+            self.snapshots.start()
 
     def _save_dump(self, label: str) -> None:
         threads = dump_threads(self.pid)
@@ -153,6 +161,8 @@ class PySpyRecorder:
 
     def stop(self, timeout_s: float = 30.0) -> Path | None:
         """Ask py-spy to finish (SIGINT makes it write its output); return the trace if any."""
+        if self.snapshots is not None:
+            self.snapshots.stop()
         if self.process is None:
             return None
         try:
@@ -247,8 +257,12 @@ def ingest_recording(out_dir: Path, pid: int, stacks: StackTable) -> pd.DataFram
     """Read what a :class:`PySpyRecorder` left in ``out_dir``."""
     meta = json.loads((out_dir / META_FILE.format(pid=pid)).read_text())
     anchor = ClockAnchor.from_dict(meta["anchor"])
-    return ingest_pyspy_chrometrace(out_dir / TRACE_FILE.format(pid=pid), anchor.realtime_ns,
-                                    int(meta["options"]["rate"]), stacks, thread_map(out_dir, pid))
+    samples = ingest_pyspy_chrometrace(out_dir / TRACE_FILE.format(pid=pid), anchor.realtime_ns,
+                                       int(meta["options"]["rate"]), stacks, thread_map(out_dir, pid))
+    snapshots = out_dir / SNAPSHOT_FILE.format(pid=pid)
+    if not snapshots.is_file():
+        return samples
+    return merge_events([samples, ingest_snapshots(snapshots, pid, stacks)])
 
 
 _SPEEDSCOPE_UNITS = {"nanoseconds": 1, "microseconds": 1_000, "milliseconds": 1_000_000, "seconds": 1_000_000_000,

@@ -84,6 +84,49 @@ def test_samples_of_a_busy_loop_fall_inside_its_span(target, tmp_path: Path) -> 
     assert "sleeper" in names.values() and set(events["tid"]) <= set(names)
 
 
+SPINNERS = textwrap.dedent("""
+    import threading, time
+
+    def spin(until):
+        total = 0
+        while time.time() < until:
+            total += 1
+
+    until = time.time() + 30
+    for n in range(3):
+        threading.Thread(target=spin, args=(until,), name=f"spinner-{n}").start()
+""")
+
+
+def test_gil_snapshots_show_one_holder_and_threads_waiting_behind_it(tmp_path: Path) -> None:
+    script = tmp_path / "spinners.py"
+    script.write_text(SPINNERS)
+    process = subprocess.Popen([sys.executable, str(script)])
+    try:
+        time.sleep(0.5)
+        recorder = PySpyRecorder(process.pid, tmp_path / "raw", PySpyOptions(rate=50, snapshot_hz=10))
+        recorder.start()
+        time.sleep(2.0)
+        assert recorder.stop() is not None
+    finally:
+        process.kill()
+        process.wait()
+    assert recorder.snapshots is not None and recorder.snapshots.taken >= 5
+    stacks = StackTable()
+    events = ingest_recording(tmp_path / "raw", process.pid, stacks)
+    snapshots = events[events["kind"] == "instant"]
+    per_snapshot = snapshots.groupby("ts_ns")
+    assert per_snapshot.ngroups == recorder.snapshots.taken
+    holders = snapshots[snapshots["name"] == "holds-gil"]
+    assert per_snapshot["name"].apply(lambda names: (names == "holds-gil").sum()).max() <= 1  # one GIL
+    assert holders["ts_ns"].nunique() >= 0.5 * per_snapshot.ngroups
+    # three pure-Python spinners: while one holds the GIL the others sleep on it, stacks mid-work
+    waiting = snapshots[(snapshots["name"] == "inactive") & (snapshots["stack_id"] >= 0)]
+    leaves = [stacks.frames_of(int(s))[-1][0] for s in waiting["stack_id"]]
+    assert leaves.count("spin") >= per_snapshot.ngroups  # at least one spinner queued per snapshot
+    assert set(holders["tid"]) <= set(events.loc[events["kind"] == "sample", "tid"])  # the same OS tids
+
+
 def test_dump_maps_pthread_ids_to_os_threads(target) -> None:
     process, _ = target
     threads = dump_threads(process.pid)

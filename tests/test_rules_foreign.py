@@ -90,10 +90,22 @@ def test_serialization_overhead_from_py_spy_frames_of_json_and_base64(findings_o
     assert "serialization-overhead" not in findings_of("clean")
 
 
-def test_gil_contention_when_python_threads_outnumber_the_cores_they_get(findings_of) -> None:
+def test_gil_contention_seen_in_gil_snapshots(findings_of) -> None:
     finding = findings_of("gil")["gil-contention"]
-    assert finding.evidence["busy_threads_mean"] >= 1.5 and finding.evidence["cores_used"] <= 1.3
-    assert "gil-contention" not in findings_of("clean")
+    evidence = finding.evidence
+    assert evidence["snapshots"] >= 5 and evidence["gil_held_share"] >= 0.5
+    assert evidence["gil_waiting_threads_mean"] >= 0.5
+    assert evidence["gil_mostly_held_by"] == "inference"  # the pure-Python "model" holds it
+    assert "gil-contention" not in findings_of("clean")  # NumPy releases the GIL
+
+
+def test_json_work_holding_the_gil_is_ranked_as_the_cause_of_the_contention(findings_of) -> None:
+    findings = findings_of("json")
+    gil = findings["gil-contention"]
+    assert gil.evidence["gil_cause_rule"] == "serialization-overhead"
+    ranked = list(findings)
+    assert ranked.index("serialization-overhead") < ranked.index("gil-contention")
+    assert "serialization-overhead" in gil.fix.summary
 
 
 def test_latency_outliers_from_wire_latencies(findings_of) -> None:
@@ -124,6 +136,22 @@ def stack_context(counts: dict[str, int]):
     events = make_events(ts_ns=10**18 + np.arange(len(ids)) * 10_000_000, source="pyspy", kind="sample",
                          name="sample", pid=7, tid=1, dur_ns=10_000_000, stack_id=ids, value=1.0)
     return events, AnalysisContext(events, stacks, {}, attribute=attribute_samples)
+
+
+def test_the_finding_whose_work_holds_the_gil_moves_ahead_of_gil_contention() -> None:
+    from profiler.analysis.model import Finding, Fix
+    from profiler.rules.gil import causes_first
+
+    def made(rule: str, share: float, **evidence) -> Finding:
+        return Finding(rule, rule, share, evidence, Fix("-"))
+
+    gil = made("gil-contention", 0.5, gil_cause_rule="serialization-overhead")
+    ranked = [made("cache-opportunity", 0.6), gil, made("batching-opportunity", 0.3),
+              made("serialization-overhead", 0.2)]
+    assert [f.rule for f in causes_first(ranked)] == ["cache-opportunity", "serialization-overhead",
+                                                      "gil-contention", "batching-opportunity"]
+    unrelated = made("gil-contention", 0.5, gil_cause_rule=None)
+    assert causes_first([unrelated, ranked[3]]) == [unrelated, ranked[3]]
 
 
 def test_socket_writes_count_as_serialize_but_not_as_serialization_overhead() -> None:

@@ -201,11 +201,13 @@ def as_stage(label: str) -> str:
 
 
 def attribute_samples(timeline: pd.DataFrame, stacks: StackTable,
-                      signatures: Sequence[Signature] | None = None) -> pd.Series:
-    """A stage label (categorical over :data:`LABELS`) for every py-spy sample row of
-    ``timeline``, indexed like those rows. ``signatures`` default to :func:`load_signatures`."""
+                      signatures: Sequence[Signature] | None = None,
+                      kinds: tuple[str, ...] = ("sample",)) -> pd.Series:
+    """A stage label (categorical over :data:`LABELS`) for every py-spy row of ``timeline`` of
+    these ``kinds`` (samples; add ``instant`` for the GIL snapshots, each a thread's stack at one
+    moment), indexed like those rows. ``signatures`` default to :func:`load_signatures`."""
     table = load_signatures() if signatures is None else signatures
-    rows = ((timeline["source"] == PYSPY_SOURCE) & (timeline["kind"] == "sample")).to_numpy()
+    rows = ((timeline["source"] == PYSPY_SOURCE) & timeline["kind"].isin(kinds)).to_numpy()
     ids = timeline["stack_id"].to_numpy(dtype=np.int64)[rows]
     inverse, distinct = pd.factorize(ids)
     labels = _classify_leaves(stacks, distinct, _Classifier(table))

@@ -163,6 +163,17 @@ class AnalysisContext:
         return samples
 
     @cached_property
+    def gil_snapshots(self) -> pd.DataFrame:
+        """GIL snapshots (py-spy dumps a few times a second): a row per thread and snapshot,
+        ``name`` its state (holds-gil, active, inactive), ``attributed`` its stack's stage."""
+        snapshots = self.of("pyspy", "instant").copy()
+        if self.attribute is not None and len(snapshots):
+            snapshots["attributed"] = self.attribute(snapshots, self.stacks).astype(str).to_numpy()
+        else:
+            snapshots["attributed"] = "other"
+        return snapshots
+
+    @cached_property
     def stage_basis(self) -> str:
         return "stage spans" if len(self.stage_spans) else "py-spy attribution" if len(self.samples) else "none"
 

@@ -4,6 +4,7 @@ findings by the share of time they explain, and add the hotspots and stage break
 from __future__ import annotations
 
 from dataclasses import asdict
+from functools import partial
 from typing import TYPE_CHECKING, Any, Callable
 
 from profiler.analysis.context import AnalysisContext
@@ -16,9 +17,10 @@ if TYPE_CHECKING:
 
 
 def default_attribution() -> Callable | None:
+    """Stage labels for py-spy rows: the samples and the GIL snapshots' thread stacks."""
     from profiler.analysis.attribution import attribute_samples
 
-    return attribute_samples
+    return partial(attribute_samples, kinds=("sample", "instant"))
 
 
 def diagnose(session: Session, calibration_loader: Callable[[], Any] | None = None,
@@ -39,6 +41,10 @@ def diagnose(session: Session, calibration_loader: Callable[[], Any] | None = No
         except Exception as exc:  # one rule's bug must not hide the others' findings
             notes.append(f"rule {rule_id} failed: {type(exc).__name__}: {exc}")
     findings.sort(key=lambda f: -f.share)
+    if "gil-contention" in rules:
+        from profiler.rules.gil import causes_first
+
+        findings = causes_first(findings)
     label, _ = basis(ctx)
     report = Report(session=str(session.path), basis=label, findings=findings, hotspots=hotspots(ctx),
                     stages=stage_rows(ctx), load=_load(ctx), wire=asdict(ctx.wire) if ctx.wire else None,

@@ -6,6 +6,7 @@ many short ops, little work each)."""
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 from profiler.analysis.context import AnalysisContext
@@ -14,6 +15,9 @@ from profiler.rules.common import finding, inference_runtime, ort_op_types, perc
 
 MIN_INFERENCE_SHARE = 0.25
 SMALL_OP_NS = 20_000  # ops shorter than 20 µs are dominated by dispatch overhead
+MIN_OPS = 200
+MIN_SMALL_OP_TIME = 0.30  # small ops hold at least 30 % of the top-level op time
+STORM_SAVING = 0.7
 FUSE_SNIPPET = """options = onnxruntime.SessionOptions()
 options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
 session = onnxruntime.InferenceSession("model.onnx", options)"""
@@ -21,6 +25,8 @@ session = onnxruntime.InferenceSession("model.onnx", options)"""
 
 def check(timeline: pd.DataFrame, ctx: AnalysisContext) -> list[Finding]:
     share = ctx.service_share("inference")
+    if ctx.stage_basis == "none":  # an imported profiler trace alone: it is all model work
+        share = _busy_share(ctx.kineto_category("cpu_op"))
     if share < MIN_INFERENCE_SHARE:
         return []
     if inference_runtime(ctx) == "ort":
@@ -56,17 +62,47 @@ def _ort(ctx: AnalysisContext, share: float) -> list[Finding]:
 
 
 def _eager_storm(ctx: AnalysisContext, share: float) -> list[Finding]:
+    """Judged on time, not counts: eager ResNet-18 issues 64 % of its ops under 20 µs (allocations,
+    views), yet they hold 0.5 % of its op time — the convolutions dominate and no fusion helps
+    much. A storm is when top-level ops (those not inside another) shorter than 20 µs hold a real
+    part (≥ 30 %) of the time top-level ops take."""
     ops = ctx.kineto_category("cpu_op")
-    if len(ops) < 200:
+    if len(ops) < MIN_OPS:
         return []
-    small = ops[ops["dur_ns"] < SMALL_OP_NS]
-    fraction = len(small) / len(ops)
-    if fraction < 0.5:
+    outer = ops[_top_level(ops)]
+    small = outer[outer["dur_ns"] < SMALL_OP_NS]
+    top_ns = float(outer["dur_ns"].sum())
+    small_share = float(small["dur_ns"].sum()) / top_ns if top_ns else 0.0
+    if small_share < MIN_SMALL_OP_TIME:
         return []
-    removed = share * 0.3
-    gain = ctx.amdahl(removed, ["compiling/fusing removes about 30% of eager dispatch time (assumed)"])
+    removed = share * small_share * STORM_SAVING
+    gain = ctx.amdahl(removed, [f"compiling/fusing removes about {STORM_SAVING:.0%} of the time in ops shorter "
+                                "than 20 µs (assumed: their cost is mostly per-op dispatch)"])
     fix = Fix("compile or export the model so small ops fuse (torch.compile, TorchScript freeze, or ONNX Runtime)",
               "model = torch.compile(model, mode='reduce-overhead')", {"--backend": "ort"})
-    return [finding(ctx, "graph-fusion", f"{percent(fraction)} of {len(ops):,} eager ops are shorter than 20 µs",
-                    removed, {"ops": len(ops), "small_op_fraction": round(fraction, 3)}, fix, gain,
+    return [finding(ctx, "graph-fusion", f"{percent(small_share)} of eager op time is in {len(small):,} ops shorter "
+                    "than 20 µs", removed, {"ops": len(ops), "top_level_ops": len(outer), "small_ops": len(small),
+                                             "small_op_time_share": round(small_share, 3)}, fix, gain,
                     [EventRef("torch", stages=["inference"])])]
+
+
+def _top_level(ops: pd.DataFrame) -> np.ndarray:
+    """Mask of the ops not nested in another op of the same thread (a nested op's time is
+    already its parent's)."""
+    outer = np.zeros(len(ops), dtype=bool)
+    starts_all, ends_all = ops["ts_ns"].to_numpy(), (ops["ts_ns"] + ops["dur_ns"]).to_numpy()
+    for rows in ops.groupby("tid", observed=True).indices.values():
+        rows = rows[np.argsort(starts_all[rows], kind="stable")]
+        reach = np.maximum.accumulate(ends_all[rows])
+        first = np.ones(len(rows), dtype=bool)
+        first[1:] = starts_all[rows][1:] >= reach[:-1]
+        outer[rows[first]] = True
+    return outer
+
+
+def _busy_share(ops: pd.DataFrame) -> float:
+    """The fraction of a trace's span of time its top-level CPU ops cover."""
+    if ops.empty:
+        return 0.0
+    wall = float((ops["ts_ns"] + ops["dur_ns"]).max() - ops["ts_ns"].min())
+    return min(float(ops["dur_ns"].to_numpy()[_top_level(ops)].sum()) / wall, 1.0) if wall > 0 else 0.0

@@ -83,7 +83,7 @@ def pyspy_options(args: argparse.Namespace, subprocesses: bool):
 
 def main(argv: list[str], prog: str = "prof attach") -> int:
     args = build_parser(prog).parse_args(argv)
-    errors = Console(stderr=True)
+    errors = Console(stderr=True, soft_wrap=True)  # an error stays one line, however long
     console = Console()
     from profiler import collect
     from profiler.session import Session, SessionError

@@ -14,6 +14,7 @@ EXAMPLES = """examples:
   prof report SESSION --json | jq '.findings[0]'         stable JSON schema (see README)
   prof report SESSION --no-calibration                   gains from shares only (no model timing)
   prof report SESSION --signatures my_stages.toml        your own stack -> stage signatures
+  prof report SESSION --model model.onnx                 gains timed on your own model
 
 Gains that need a factor (batch scaling, INT8 speed-up, ORT vs torch) come from a short
 calibration run of the model on this host (~30 s the first time, then cached).
@@ -32,14 +33,18 @@ def build_parser(prog: str = "prof report") -> argparse.ArgumentParser:
     parser.add_argument("--calibration-threads", type=int, default=None,
                         help="threads for the calibration run (default: the sample server's intra-op threads, "
                         "one per core unless set; 1 for other servers)")
+    parser.add_argument("--model", type=Path, default=None,
+                        help="your server's ONNX model: time it for the gains instead of the sample ResNet-18 "
+                        "(one float NCHW input; cached per file and host)")
     parser.add_argument("--signatures", type=Path, action="append", default=[],
                         help="extra stack-signature TOML file(s) for stage attribution; repeatable")
     parser.add_argument("--limit", type=int, default=8, help="findings shown in text form (default 8)")
     return parser
 
 
-def calibration_loader(session, threads: int | None, quiet: bool):
-    """A loader that times the model on first use (cached per host and artifact)."""
+def calibration_loader(session, threads: int | None, quiet: bool, model: Path | None = None):
+    """A loader that times the model — the sample one, or ``model`` — on first use (cached per
+    host and artifact)."""
     from rich.console import Console
 
     from profiler.analysis.calibration import load_or_calibrate
@@ -55,9 +60,10 @@ def calibration_loader(session, threads: int | None, quiet: bool):
 
     def load():
         if quiet:
-            return load_or_calibrate(threads=threads)
-        with status.status(f"calibrating the model on this host ({threads} thread(s); cached afterwards)"):
-            return load_or_calibrate(threads=threads)
+            return load_or_calibrate(threads=threads, model=model)
+        with status.status(f"calibrating {model or 'the sample model'} on this host ({threads} thread(s); "
+                           "cached afterwards)"):
+            return load_or_calibrate(threads=threads, model=model)
 
     return load
 
@@ -70,7 +76,7 @@ def main(argv: list[str], prog: str = "prof report") -> int:
     from profiler.renderers.report import render_json, render_markdown, render_text
     from profiler.session import SessionError, load
 
-    errors = Console(stderr=True)
+    errors = Console(stderr=True, soft_wrap=True)  # an error stays one line, however long
     try:
         session = load(args.session)
         if args.signatures:
@@ -79,11 +85,13 @@ def main(argv: list[str], prog: str = "prof report") -> int:
         from profiler.analysis.attribution import load_signatures
 
         load_signatures()  # a bad signature file is the user's error: say so before analysing
+        if args.model is not None and (not args.model.is_file() or args.model.suffix.lower() != ".onnx"):
+            raise ValueError(f"--model {args.model}: not an .onnx file")
     except (SessionError, ValueError, OSError) as exc:
         errors.print(f"{prog}: {exc}", highlight=False, markup=False)
         return 2
     loader = None if args.no_calibration else calibration_loader(session, args.calibration_threads,
-                                                                 quiet=args.json or args.markdown)
+                                                                 quiet=args.json or args.markdown, model=args.model)
     report = diagnose(session, calibration_loader=loader)
     if not args.signatures:  # the viewer opens at once on a saved report of the default signatures
         from profiler.cli_tui import save_report

@@ -56,7 +56,7 @@ def main(argv: list[str], prog: str = "prof run") -> int:
         argv, command = argv[:cut], argv[cut + 1:]
     parser = build_parser(prog)
     args = parser.parse_args(argv)
-    errors = Console(stderr=True)
+    errors = Console(stderr=True, soft_wrap=True)  # an error stays one line, however long
     if bool(command) == bool(args.target):
         parser.error("give either 'sample_server' or a command after --")
     from profiler import collect

@@ -42,7 +42,7 @@ def main(argv: list[str], prog: str = "prof verify") -> int:
     from profiler.session import SessionError, load
     from profiler.verify import AGREEMENT, run_verification, variants_for
 
-    errors, console = Console(stderr=True), Console()
+    errors, console = Console(stderr=True, soft_wrap=True), Console()
     try:
         session = load(args.session)
         server = session.meta.get("server")

@@ -124,7 +124,8 @@ def test_to_dict_round_trips_through_json(one_thread) -> None:
 @pytest.mark.parametrize("damage", [
     lambda raw: {},
     lambda raw: {**raw, "version": 99},
-    lambda raw: {**raw, "batch_ms": {"1": 30.0}},
+    lambda raw: {**raw, "batch_ms": {"3": 30.0}},
+    lambda raw: {**raw, "batch_ms": {}},
     lambda raw: {**raw, "runtime_ms": {**raw["runtime_ms"], "ort": -1.0}},
     lambda raw: {**raw, "host": {"hostname": "x"}},
 ])

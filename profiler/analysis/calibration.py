@@ -1,9 +1,10 @@
-"""Calibration: a short measurement of the sample model on this host, for gain estimates.
+"""Calibration: a short measurement of the model on this host, for gain estimates.
 
 The diagnosis says what a fix would gain ("batching to 8 would serve each image 1.7x
 faster", "int8-static would cut inference 3.5x"). Those factors depend on the CPU, the
 thread count and the runtime versions, so they are measured here, on the real ResNet-18
-artifacts, once per host and artifact, and cached as JSON.
+artifacts — or on the user's own ONNX model (``--model``) — once per host and artifact, and
+cached as JSON.
 
 Every figure comes from one interleaved loop: each round runs every case once (forward,
 then backward), so load from other processes on a shared machine lands on all cases alike
@@ -34,8 +35,8 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from profiler.analysis.calibration_model import (BATCH_SIZES, Calibration, CalibrationError, HostKey,
-                                                 current_host)
+from profiler.analysis.calibration_model import (BATCH_SIZES, SAMPLE_MODEL, Calibration, CalibrationError,
+                                                 HostKey, current_host)
 from samples.model import artifacts
 from samples.model.engines import Engine, EngineError, EngineSettings, load_engine
 
@@ -68,22 +69,30 @@ class _Case:
 
 
 def calibrate(threads: int = 1, quick: bool = False, progress: Progress | None = None,
-              include_compile: bool = False) -> Calibration:
+              include_compile: bool = False, model: Path | None = None) -> Calibration:
     """Measure this host in this process (see :func:`load_or_calibrate` for the cached,
     isolated way). ``quick`` takes 3 rounds instead of 7, for tests; ``include_compile``
-    adds torch.compile, which takes long to compile."""
+    adds torch.compile, which takes long to compile. ``model``: time that ONNX file (a
+    user's image classifier, NCHW input) instead of the sample model: ORT fp32 at each batch
+    size its input allows, INT8 static and dynamic quantizations of it, and its unoptimized
+    graph; torch runtimes are skipped (there is no torch form of it)."""
     if threads < 1:
         raise ValueError("threads must be at least 1 (a fixed count: 0 would depend on the host)")
     say = progress or (lambda message: None)
     started, load_before = time.perf_counter(), os.getloadavg()[0]
-    with _torch_threads(threads):
+    skipped: dict[str, str] = {}
+    with _torch_threads(threads), tempfile.TemporaryDirectory(prefix="prof-calibration-") as scratch:
         say("loading model artifacts and engines")
-        fp32 = artifacts.ensure_artifact(artifacts.BuildSettings())
-        skipped: dict[str, str] = {}
-        cases = _cases(threads, include_compile, skipped)
+        if model is None:
+            sha = artifacts.ensure_artifact(artifacts.BuildSettings()).meta["onnx_sha256"]
+            cases = _cases(threads, include_compile, skipped)
+        else:
+            sha = file_sha256(model)
+            cases = _model_cases(Path(model), threads, skipped, Path(scratch), say)
         rounds = ROUNDS["quick" if quick else "normal"]
         samples = _interleaved(cases, rounds, say, SETTLE_S if threads > 1 else 0.0)
-    calibration = _summarize(samples, current_host(threads), fp32.meta["onnx_sha256"], rounds, skipped)
+    calibration = _summarize(samples, current_host(threads), sha, rounds, skipped)
+    calibration.model = SAMPLE_MODEL if model is None else str(Path(model).resolve())
     calibration.quick = quick
     calibration.duration_s = round(time.perf_counter() - started, 2)
     calibration.load_average = (round(load_before, 2), round(os.getloadavg()[0], 2))
@@ -126,6 +135,63 @@ def _cases(threads: int, include_compile: bool, skipped: dict[str, str]) -> list
         skipped["torch-compile"] = COMPILE_SKIPPED
     cases += _cuda_cases(batches, skipped)
     return cases
+
+
+def _model_cases(path: Path, threads: int, skipped: dict[str, str], scratch: Path, say: Progress) -> list[_Case]:
+    """Cases of a user's ONNX file: fp32 at the batch sizes its input allows, its INT8
+    quantizations (each skipped with the reason when the quantizer cannot take the graph) and
+    its graph without ORT's optimizations."""
+    from samples.model import quantize
+
+    def ort(model_path: Path, level: str = "all") -> Engine:
+        try:
+            return load_engine(EngineSettings(backend="ort", model_path=model_path, ort_opt_level=level,
+                                              intra_op_threads=threads, inter_op_threads=1))
+        except EngineError as exc:
+            raise CalibrationError(str(exc)) from None
+
+    fp32 = ort(path)
+    inputs = fp32.session.get_inputs()
+    shape = list(inputs[0].shape)
+    if len(inputs) != 1 or len(shape) != 4 or inputs[0].type != "tensor(float)":
+        raise CalibrationError(f"{path}: calibration times image classifiers with one float NCHW input; this model "
+                               f"takes {', '.join(f'{i.name} {i.type} {i.shape}' for i in inputs)}")
+    size = fp32.input_size
+    fixed = shape[0] if isinstance(shape[0], int) else None
+    sizes = BATCH_SIZES if fixed is None else tuple(b for b in BATCH_SIZES if b == fixed)
+    if not sizes:
+        raise CalibrationError(f"{path}: its batch dimension is fixed at {fixed}; calibration times batches of "
+                               f"{', '.join(map(str, BATCH_SIZES))}")
+    if fixed is not None:
+        skipped["batch"] = f"the model's batch dimension is fixed at {fixed}: batch scaling cannot be measured"
+    rng = np.random.default_rng(0)
+    batches = {b: rng.standard_normal((b, 3, size, size)).astype(np.float32) for b in sizes}
+    cases = [_Case(f"ort-fp32@{b}", fp32, batches[b]) for b in sizes]
+    for precision in CPU_PRECISIONS:
+        say(f"quantizing the model ({precision})")
+        target = scratch / f"{precision}.onnx"
+        try:
+            quantize.derive(precision, path, target, rng.standard_normal((8, 3, size, size)).astype(np.float32))
+            engine = ort(target)
+        except Exception as exc:  # the quantizer's failures have no common type; the figure is skipped
+            skipped[precision] = f"could not quantize this model: {type(exc).__name__}: {str(exc)[:200]}"
+            continue
+        cases += [_Case(f"ort-{precision}@{b}", engine, batches[b]) for b in PRECISION_BATCHES if b in batches]
+    first = sizes[0]
+    cases.append(_Case(f"ort-fp32-noopt@{first}", ort(path, "disable"), batches[first]))
+    for backend in RUNTIMES[1:]:
+        skipped[backend] = "a user's ONNX model has no torch form to time"
+    return cases
+
+
+def file_sha256(path: Path | str) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _cuda_cases(batches: dict[int, np.ndarray], skipped: dict[str, str]) -> list[_Case]:
@@ -175,13 +241,14 @@ def _summarize(samples: dict[str, list[float]], host: HostKey, sha: str, rounds:
         spread[figure] = (round(min(ratios), 3), round(max(ratios), 3))
         return round(statistics.median(ratios), 3)
 
-    batch_ms = {b: median_ms(f"ort-fp32@{b}", f"batch_ms.{b}") for b in BATCH_SIZES}
+    batch_ms = {b: median_ms(f"ort-fp32@{b}", f"batch_ms.{b}") for b in BATCH_SIZES if f"ort-fp32@{b}" in samples}
     runs = [("ort", p) for p in CPU_PRECISIONS] + [("ort-cuda", "fp16")] * ("ort-cuda-fp16@1" in samples)
     precision = {f"{p}@{b}": speedup(f"{run}-fp32@{b}", f"{run}-{p}@{b}", f"precision_speedup.{p}@{b}")
-                 for run, p in runs for b in PRECISION_BATCHES}
+                 for run, p in runs for b in PRECISION_BATCHES if f"{run}-{p}@{b}" in samples}
     labels = {"ort": "ort-fp32@1"} | {name: f"{name}@1" for name in (*RUNTIMES[1:], "torch-compile")}
     runtime_ms = {name: median_ms(label, f"runtime_ms.{name}") for name, label in labels.items() if label in samples}
-    opt = speedup("ort-fp32-noopt@1", "ort-fp32@1", "ort_opt_speedup")
+    first = min(batch_ms)
+    opt = speedup(f"ort-fp32-noopt@{first}", f"ort-fp32@{first}", "ort_opt_speedup")
     return Calibration(host, sha, batch_ms, precision, runtime_ms, opt,
                        datetime.now(timezone.utc).isoformat(timespec="seconds"), rounds, spread, skipped)
 
@@ -199,21 +266,25 @@ def cache_path(host: HostKey, artifact_sha256: str, cache_dir: Path | None = Non
 
 def load_or_calibrate(threads: int = 1, cache_dir: Path | None = None, refresh: bool = False,
                       quick: bool = False, progress: Progress | None = None, isolated: bool = True,
-                      include_compile: bool = False) -> Calibration:
-    """The cached calibration for this host, artifact and thread count, measuring it when
-    missing, unreadable, stale or ``refresh``-ed. A quick calibration does not satisfy a
-    normal request. ``isolated`` measures in a fresh Python process."""
+                      include_compile: bool = False, model: Path | None = None) -> Calibration:
+    """The cached calibration for this host, artifact (the sample model, or the ``model``
+    file) and thread count, measuring it when missing, unreadable, stale or ``refresh``-ed. A
+    quick calibration does not satisfy a normal request. ``isolated`` measures in a fresh
+    Python process."""
     host = current_host(threads)
-    sha = artifacts.ensure_artifact(artifacts.BuildSettings()).meta["onnx_sha256"]
+    if model is not None and not Path(model).is_file():
+        raise CalibrationError(f"model file not found: {model}")
+    sha = artifacts.ensure_artifact(artifacts.BuildSettings()).meta["onnx_sha256"] if model is None \
+        else file_sha256(model)
     path = cache_path(host, sha, cache_dir)
     if not refresh:
         cached = _read_cached(path, host, sha)
         if cached is not None and (quick or not cached.quick):
             return cached
     if isolated:
-        calibration = calibrate_in_subprocess(threads, quick, progress, include_compile)
+        calibration = calibrate_in_subprocess(threads, quick, progress, include_compile, model)
     else:
-        calibration = calibrate(threads, quick, progress, include_compile)
+        calibration = calibrate(threads, quick, progress, include_compile, model)
     target = cache_path(calibration.host, calibration.artifact_sha256, cache_dir)
     try:
         _write_atomic(target, json.dumps(calibration.to_dict(), indent=2, sort_keys=True))
@@ -222,9 +293,11 @@ def load_or_calibrate(threads: int = 1, cache_dir: Path | None = None, refresh: 
     return calibration
 
 
-def cached_calibration(threads: int = 1, cache_dir: Path | None = None) -> Calibration | None:
-    """This host's newest cached calibration at ``threads``, without measuring or building
-    anything (for viewers that must not stall); None when there is none."""
+def cached_calibration(threads: int = 1, cache_dir: Path | None = None,
+                       model: str = SAMPLE_MODEL) -> Calibration | None:
+    """This host's newest cached calibration of ``model`` (the sample model, or a file's
+    resolved path) at ``threads``, without measuring or building anything (for viewers that
+    must not stall); None when there is none."""
     host = current_host(threads)
     candidates = sorted((cache_dir or default_cache_dir()).glob(f"{host.digest()[:16]}-*-t{threads}.json"),
                         key=lambda p: p.stat().st_mtime, reverse=True)
@@ -233,7 +306,7 @@ def cached_calibration(threads: int = 1, cache_dir: Path | None = None) -> Calib
             calibration = Calibration.from_dict(json.loads(path.read_text()))
         except (OSError, ValueError):
             continue
-        if calibration.host == host and not calibration.quick:
+        if calibration.host == host and not calibration.quick and calibration.model == model:
             return calibration
     return None
 
@@ -268,11 +341,11 @@ def _write_atomic(path: Path, text: str) -> None:
 
 
 def calibrate_in_subprocess(threads: int = 1, quick: bool = False, progress: Progress | None = None,
-                            include_compile: bool = False) -> Calibration:
+                            include_compile: bool = False, model: Path | None = None) -> Calibration:
     """:func:`calibrate` in a fresh interpreter whose OpenMP/MKL pools are sized before
     torch starts; its progress lines are passed to ``progress``."""
     command = [sys.executable, "-m", "profiler.analysis.calibration", "--threads", str(threads), "--json"]
-    command += ["--quick"] * quick + ["--compile"] * include_compile
+    command += ["--quick"] * quick + ["--compile"] * include_compile + (["--model", str(model)] if model else [])
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     root = Path(__file__).resolve().parents[2]
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))
@@ -289,6 +362,8 @@ def calibrate_in_subprocess(threads: int = 1, quick: bool = False, progress: Pro
         returncode = child.wait()
         out.seek(0)
         text = out.read()
+    if returncode == 2 and other and other[-1].startswith("calibration failed: "):
+        raise CalibrationError(other[-1][len("calibration failed: "):])
     if returncode != 0:
         raise CalibrationError(f"calibration process exited with {returncode}: " + "\n".join(other))
     try:
@@ -318,13 +393,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="fewer rounds (for tests)")
     parser.add_argument("--compile", action="store_true", help="also measure torch.compile (slow)")
     parser.add_argument("--json", action="store_true", help="one line of JSON (default: indented JSON)")
+    parser.add_argument("--model", type=Path, help="time this ONNX image classifier instead of the sample model")
     args = parser.parse_args(argv)
 
     def report(message: str) -> None:
         print(PROGRESS_PREFIX + message, file=sys.stderr, flush=True)
 
-    with _stdout_to_stderr():
-        calibration = calibrate(args.threads, args.quick, report, args.compile)
+    try:
+        with _stdout_to_stderr():
+            calibration = calibrate(args.threads, args.quick, report, args.compile, args.model)
+    except (CalibrationError, ValueError) as exc:
+        print(f"calibration failed: {exc}", file=sys.stderr)
+        return 2
     indent = None if args.json else 2
     print(json.dumps(calibration.to_dict(), indent=indent, sort_keys=True))
     return 0

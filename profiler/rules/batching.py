@@ -14,7 +14,7 @@ import pandas as pd
 
 from profiler.analysis.context import AnalysisContext
 from profiler.analysis.model import EventRef, Finding, Fix
-from profiler.rules.common import batch_sizes, finding, per_request_ms, percent
+from profiler.rules.common import batch_sizes, calibrated_on, finding, per_request_ms, percent
 
 MIN_INFERENCE_SHARE = 0.30
 MIN_IN_FLIGHT = 2.0
@@ -37,6 +37,8 @@ def check(timeline: pd.DataFrame, ctx: AnalysisContext) -> list[Finding]:
         return []
     sizes = batch_sizes(ctx)
     calibration = ctx.calibration
+    if calibration is not None and not calibration.covers(1, *_CHOICES):
+        calibration = None  # a model with a fixed batch size: its batch scaling was not measured
     evidence = {"in_flight_mean": round(in_flight, 2), "inference_share": round(share, 3),
                 "requests_source": requests.source}
     if len(sizes):
@@ -61,7 +63,8 @@ def check(timeline: pd.DataFrame, ctx: AnalysisContext) -> list[Finding]:
         evidence.update(target_batch=target, calibrated_speedup_per_image=round(speedup, 2))
         gain = ctx.amdahl(removed, [f"batches of {target} fill at the measured concurrency ({in_flight:.1f} in "
                                     "flight)", f"per-image inference {speedup:.2f}x faster at batch {target} "
-                                    "(calibrated on this host)", "waiting for a batch adds at most the max wait"],
+                                    f"({calibrated_on(ctx, calibration)})",
+                                    "waiting for a batch adds at most the max wait"],
                           "calibrated")
     fix = Fix(f"batch concurrent requests into one forward pass (up to {target}, waiting at most 5 ms)", SNIPPET,
               {"--max-batch": str(target), "--max-wait-ms": "5"})

@@ -88,3 +88,14 @@ def finding(ctx: AnalysisContext, rule: str, title: str, removed: float, evidenc
 def percent(x: float) -> str:
     return f"{100 * x:.0f}%"
 
+
+def calibrated_on(ctx: AnalysisContext, calibration) -> str:
+    """How a calibrated factor was measured, for a finding's assumptions: on which model."""
+    from profiler.analysis.calibration_model import SAMPLE_MODEL
+
+    if calibration.model != SAMPLE_MODEL:
+        return f"calibrated on this host with {calibration.model.rsplit('/', 1)[-1]}"
+    if ctx.meta.get("server"):  # the sample server runs the sample model
+        return "calibrated on this host"
+    return ("calibrated on this host with the sample ResNet-18, not your model "
+            "(prof report --model FILE.onnx times yours)")

@@ -71,7 +71,8 @@ def check(timeline: pd.DataFrame, ctx: AnalysisContext) -> list[Finding]:
     cause = (snapshots or {}).get("gil_mostly_held_by")
     title = (f"threads wait for the GIL: held in {percent(snapshots['gil_held_share'])} of snapshots, "
              f"{snapshots['gil_waiting_threads_mean']:.1f} threads waiting on average" if snapshots else
-             f"{busy_threads:.1f} Python threads busy on average, but the process uses {cores_used:.2f} of {cores} cores")
+             f"{busy_threads:.1f} Python threads busy on average, but the process uses {cores_used:.2f} of {cores} "
+             "cores")
     if cause:
         title += f"; {cause} work holds it {percent(snapshots['gil_holders'][cause])} of the time"
     summary = ("run the Python-heavy work in several processes (more server workers, or a process pool), or move "
@@ -97,7 +98,8 @@ def _snapshot_figures(snapshots: pd.DataFrame, start: int, end: int) -> dict | N
     held = holding["ts_ns"].nunique()
     holders = holding["attributed"].value_counts() / max(held, 1)
     top = str(holders.index[0]) if len(holders) and holders.iloc[0] >= MIN_CAUSE else None
-    by_rule = holders.groupby(holders.index.map(lambda stage: CAUSE_RULES.get(stage, ""))).sum().drop("", errors="ignore")
+    rule_of = holders.index.map(lambda stage: CAUSE_RULES.get(stage, ""))
+    by_rule = holders.groupby(rule_of).sum().drop("", errors="ignore")
     cause_rule = str(by_rule.idxmax()) if len(by_rule) and by_rule.max() >= MIN_CAUSE else None
     return {"snapshots": int(taken), "gil_held_share": round(held / taken, 3),
             "gil_waiting_threads_mean": round(len(waiting) / taken, 2),

@@ -11,7 +11,7 @@ import pandas as pd
 
 from profiler.analysis.context import AnalysisContext
 from profiler.analysis.model import EventRef, Finding, Fix
-from profiler.rules.common import finding, inference_runtime, ort_op_types, percent
+from profiler.rules.common import calibrated_on, finding, inference_runtime, ort_op_types, percent
 
 MIN_INFERENCE_SHARE = 0.25
 SMALL_OP_NS = 20_000  # ops shorter than 20 µs are dominated by dispatch overhead
@@ -48,7 +48,7 @@ def _ort(ctx: AnalysisContext, share: float) -> list[Finding]:
     calibration = ctx.calibration
     speedup = float(getattr(calibration, "ort_opt_speedup", 0.0) or 0.0)
     if speedup > 1.0:
-        assumption = f"ORT with all graph optimizations {speedup:.2f}x faster (calibrated on this host)"
+        assumption = f"ORT with all graph optimizations {speedup:.2f}x faster ({calibrated_on(ctx, calibration)})"
     else:
         speedup, assumption = 1.15, "fusion assumed to save 13% of inference (no calibration)"
     removed = share * (1.0 - 1.0 / speedup)

@@ -13,7 +13,7 @@ import pandas as pd
 
 from profiler.analysis.context import AnalysisContext
 from profiler.analysis.model import EventRef, Finding, Fix
-from profiler.rules.common import finding, inference_runtime, per_request_ms, percent, runs_int8
+from profiler.rules.common import calibrated_on, finding, inference_runtime, per_request_ms, percent, runs_int8
 
 MIN_INFERENCE_SHARE = 0.30
 MIN_SPEEDUP = 1.2
@@ -33,7 +33,7 @@ def check(timeline: pd.DataFrame, ctx: AnalysisContext) -> list[Finding]:
 def _cpu(ctx: AnalysisContext) -> list[Finding]:
     share = ctx.service_share("inference")
     calibration = ctx.calibration
-    if share < MIN_INFERENCE_SHARE or calibration is None:
+    if share < MIN_INFERENCE_SHARE or calibration is None or not calibration.covers(1):
         return []
     if inference_runtime(ctx) != "ort":
         # INT8 here means ONNX Runtime: for torch, runtime-switch is the first step; for a model
@@ -61,7 +61,8 @@ def _cpu(ctx: AnalysisContext) -> list[Finding]:
     else:
         evidence["ort_ops"] = "no quantized ops in the ORT trace"
     removed = share * (1.0 - 1.0 / speedup)
-    gain = ctx.amdahl(removed, [f"INT8 (static, QDQ) inference {speedup:.2f}x faster, calibrated on this host",
+    gain = ctx.amdahl(removed, [f"INT8 (static, QDQ) inference {speedup:.2f}x faster, "
+                                f"{calibrated_on(ctx, calibration)}",
                                 "accuracy must be checked on your data after quantization"], "calibrated")
     fix = Fix("quantize the model to INT8 (static, per-channel) and serve it with ONNX Runtime",
               "from onnxruntime.quantization import quantize_static, QuantType\n"

@@ -7,7 +7,7 @@ import pandas as pd
 
 from profiler.analysis.context import AnalysisContext
 from profiler.analysis.model import EventRef, Finding, Fix
-from profiler.rules.common import finding, inference_runtime, percent
+from profiler.rules.common import calibrated_on, finding, inference_runtime, percent
 
 MIN_INFERENCE_SHARE = 0.30
 MIN_SPEEDUP = 1.15
@@ -26,7 +26,7 @@ def check(timeline: pd.DataFrame, ctx: AnalysisContext) -> list[Finding]:
     speedup = current / ort
     removed = share * (1.0 - 1.0 / speedup)
     gain = ctx.amdahl(removed, [f"ONNX Runtime runs this model {speedup:.2f}x faster than {runtime} at batch 1 "
-                                "(calibrated on this host, same thread count)"], "calibrated")
+                                f"({calibrated_on(ctx, calibration)}, same thread count)"], "calibrated")
     fix = Fix("export the model to ONNX and serve it with ONNX Runtime (then consider INT8 on it: "
               "reduced-precision)",
               "torch.onnx.export(model, example, 'model.onnx', dynamo=True, external_data=False)\n"

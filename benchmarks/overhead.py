@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import resource
 import statistics
 import sys
 import tempfile
@@ -31,11 +32,13 @@ from samples.loadgen.runner import LoadRunner, LoadSpec  # noqa: E402
 from samples.loadgen.workload import ImageMix  # noqa: E402
 from samples.sample_server.process import ServerProcess  # noqa: E402
 
-# name -> (py-spy rate or None, proc sampler, agent probes, wire capture)
+# name -> (py-spy rate or None, proc sampler, agent probes, wire capture[, GIL snapshots per second])
+SNAPSHOT_HZ = pyspy.PySpyOptions().snapshot_hz
 CONFIGS = {
     "off": (None, False, (), False),
     f"default set ({', '.join(sorted(DEFAULT_PROBES - {'nvml'}))})": (DEFAULT_PYSPY_RATE, True, ("stages",), True),
-    f"py-spy {DEFAULT_PYSPY_RATE} Hz": (DEFAULT_PYSPY_RATE, False, (), False),
+    f"py-spy {DEFAULT_PYSPY_RATE} Hz + GIL snapshots {SNAPSHOT_HZ:g} Hz": (DEFAULT_PYSPY_RATE, False, (), False),
+    f"py-spy {DEFAULT_PYSPY_RATE} Hz, no GIL snapshots": (DEFAULT_PYSPY_RATE, False, (), False, 0.0),
     "py-spy 100 Hz": (100, False, (), False),
     "py-spy 1000 Hz": (1000, False, (), False),
     "proc (psutil, 10 Hz)": (None, True, (), False),
@@ -61,13 +64,15 @@ def measure(server: ServerProcess, config: tuple, seconds: float, concurrency: i
             cpu: list[float] | None = None) -> float:
     """Throughput under the config; appends to ``cpu`` the CPU seconds the out-of-server probes
     (py-spy, the psutil sampler thread, the wire capture) spent per second of the window."""
-    rate, with_proc, agent_probes, with_wire = config
+    rate, with_proc, agent_probes, with_wire = config[:4]
+    snapshot_hz = config[4] if len(config) > 4 else SNAPSHOT_HZ
     out = Path(tempfile.mkdtemp(dir=scratch))
     recorder = sampler = client = capture = None
     spent, started = 0.0, time.monotonic()
     try:
         if rate:
-            recorder = pyspy.PySpyRecorder(server.pid, out / "pyspy", pyspy.PySpyOptions(rate=rate))
+            recorder = pyspy.PySpyRecorder(server.pid, out / "pyspy",
+                                           pyspy.PySpyOptions(rate=rate, snapshot_hz=snapshot_hz))
             recorder.start()
         if with_proc:
             sampler = proc.ProcSampler(server.pid, out / "proc")
@@ -97,8 +102,10 @@ def measure(server: ServerProcess, config: tuple, seconds: float, concurrency: i
 
 
 def _probe_cpu_s(recorder, sampler) -> float:
-    """CPU seconds so far of py-spy (its own process) and of the psutil sampler's thread."""
-    total = 0.0
+    """CPU seconds so far of py-spy (its own process, and the finished ``py-spy dump`` children
+    of the GIL snapshots) and of the psutil sampler's thread."""
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    total = children.ru_utime + children.ru_stime
     if recorder is not None and recorder.process is not None:
         try:
             times = psutil.Process(recorder.process.pid).cpu_times()
@@ -136,10 +143,14 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--default-only", action="store_true",
                         help="only probes-off vs the default set (more rounds in the same time: the 2%% check)")
+    parser.add_argument("--only", help="comma list of words: only the configurations whose name holds one "
+                        "(probes-off always runs), e.g. --only py-spy,default")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch:
-        if args.default_only:
-            configs = {name: config for name, config in CONFIGS.items() if name == "off" or name.startswith("default")}
+        if args.default_only or args.only:
+            words = ["default"] if args.default_only else [w.strip() for w in args.only.split(",") if w.strip()]
+            configs = {name: config for name, config in CONFIGS.items()
+                       if name == "off" or any(word in name for word in words)}
             ort = run_backend("ort", configs, args, Path(scratch))
             torch = {}
         else:

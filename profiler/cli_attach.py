@@ -51,6 +51,9 @@ def add_collect_arguments(parser: argparse.ArgumentParser, duration_default: flo
                         help="py-spy samples per second (default 20, non-blocking; what each rate costs: "
                         "benchmarks/results/overhead.md)")
     parser.add_argument("--gil", action="store_true", help="py-spy: only samples of the thread holding the GIL")
+    parser.add_argument("--gil-snapshots", type=float, default=2.0, metavar="HZ",
+                        help="py-spy dumps per second that see who holds the GIL and who waits for it "
+                        "(default 2; 0: off; each costs py-spy ~15-25 ms of CPU, the target is not paused)")
     parser.add_argument("--native", action="store_true", help="py-spy: include native (C/C++) frames")
     parser.add_argument("--blocking", action="store_true",
                         help="py-spy pauses the target while it reads each sample (exact, costs more)")
@@ -77,8 +80,10 @@ def pyspy_options(args: argparse.Namespace, subprocesses: bool):
     rate = args.pyspy_rate or DEFAULT_PYSPY_RATE
     if rate <= 0 or rate > 10_000:
         raise ValueError(f"--pyspy-rate {rate}: choose 1..10000 samples per second")
+    if not 0 <= args.gil_snapshots <= 20:
+        raise ValueError(f"--gil-snapshots {args.gil_snapshots:g}: choose 0..20 per second")
     return PySpyOptions(rate=rate, gil=args.gil, native=args.native, subprocesses=subprocesses,
-                        nonblocking=not args.blocking)
+                        nonblocking=not args.blocking, snapshot_hz=args.gil_snapshots)
 
 
 def main(argv: list[str], prog: str = "prof attach") -> int:

@@ -128,7 +128,8 @@ def test_attach_to_a_plain_python_http_server(http_server, tmp_path) -> None:
     process, port = http_server
     out = tmp_path / "attach"
     attach = subprocess.Popen([*PROF, "attach", str(process.pid), "--duration", "3", "--out", str(out),
-                               "--pyspy-rate", "50"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               "--pyspy-rate", "50", "--gil-snapshots", "0"], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
     for _ in range(20):
         httpx.get(f"http://127.0.0.1:{port}/")
         time.sleep(0.05)
@@ -142,6 +143,7 @@ def test_attach_to_a_plain_python_http_server(http_server, tmp_path) -> None:
     assert session.meta["probes"]["stages"]["status"] == "off"
     assert "no prof agent" in session.meta["probes"]["stages"]["reason"]
     assert session.meta["target"]["pid"] == process.pid
+    assert not (session.timeline["kind"] == "instant").any()  # --gil-snapshots 0: no dumps beside py-spy
     functions = set(session.timeline.loc[session.timeline["source"] == "pyspy", "name"].astype(str))
     assert any("select" in f or "serve_forever" in f for f in functions), functions
 
@@ -178,7 +180,9 @@ def test_attach_refuses_bad_targets_in_one_line(tmp_path) -> None:
     finally:
         sleeper.kill()
         sleeper.wait()
-    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    one_line_error(prof("attach", str(os.getpid()), "--gil-snapshots", "50", "--out", str(tmp_path / "c")),
+                   r"--gil-snapshots 50: choose 0\.\.20 per second")
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists() and not (tmp_path / "c").exists()
 
 
 def test_attach_without_ptrace_rights_names_the_remedy(tmp_path) -> None:

@@ -14,7 +14,8 @@ import pandas as pd
 
 from profiler.analysis.context import AnalysisContext
 from profiler.analysis.model import EventRef, Finding, Fix
-from profiler.rules.common import batch_sizes, calibrated_on, finding, per_request_ms, percent
+from profiler.rules.common import (FP32_TIME_FRACTION, batch_sizes, calibrated_on, finding, per_request_ms,
+                                   percent, runs_int8)
 
 MIN_INFERENCE_SHARE = 0.30
 MIN_IN_FLIGHT = 2.0
@@ -46,10 +47,11 @@ def check(timeline: pd.DataFrame, ctx: AnalysisContext) -> list[Finding]:
         evidence["mean_batch_size"] = round(mean_batch, 2)
     elif calibration is not None and per_request_ms(ctx, "inference"):
         measured = per_request_ms(ctx, "inference")
-        single = calibration.per_image_ms(1)
+        int8 = _runs_int8(ctx, calibration, measured)
+        single = calibration.per_image_ms(1) / (_int8_factor(calibration, 1) if int8 else 1.0)
         mean_batch = max(single / measured, 1.0) if measured else 1.0
         evidence.update(inference_ms_per_request=round(measured, 2), calibrated_batch1_ms=round(single, 2),
-                        implied_batch_size=round(mean_batch, 2))
+                        implied_batch_size=round(mean_batch, 2), precision="int8" if int8 else "fp32")
     else:
         return []
     target = next((b for b in _CHOICES if b <= in_flight), 2)
@@ -58,7 +60,11 @@ def check(timeline: pd.DataFrame, ctx: AnalysisContext) -> list[Finding]:
     gain = None
     removed = share * 0.5
     if calibration is not None:
-        speedup = calibration.batch_speedup(target) / calibration.batch_speedup(max(int(round(mean_batch)), 1))
+        base = max(int(round(mean_batch)), 1)
+        speedup = calibration.batch_speedup(target) / calibration.batch_speedup(base)
+        if evidence.get("precision") == "int8" and _int8_factor(calibration, target) and base == 1:
+            # INT8 scales with the batch differently: the calibration times it at batch 1 and 8
+            speedup *= _int8_factor(calibration, target) / _int8_factor(calibration, 1)
         removed = share * (1.0 - 1.0 / max(speedup, 1.0))
         evidence.update(target_batch=target, calibrated_speedup_per_image=round(speedup, 2))
         gain = ctx.amdahl(removed, [f"batches of {target} fill at the measured concurrency ({in_flight:.1f} in "
@@ -71,3 +77,18 @@ def check(timeline: pd.DataFrame, ctx: AnalysisContext) -> list[Finding]:
     return [finding(ctx, "batching-opportunity", f"{in_flight:.1f} requests in flight but inference runs batches "
                     f"of {mean_batch:.1f}: {percent(share)} of the work could be batched", removed, evidence, fix,
                     gain, [EventRef("stages" if ctx.stage_basis == "stage spans" else "pyspy", stages=["inference"])])]
+
+
+def _int8_factor(calibration, batch: int) -> float:
+    """INT8 static's speed-up over fp32 at ``batch`` (0 where it was not timed)."""
+    return float(calibration.precision_speedup.get(f"int8-static@{batch}", 0.0))
+
+
+def _runs_int8(ctx: AnalysisContext, calibration, measured_ms: float) -> bool:
+    """Whether inference runs INT8: the ORT trace's op types say so, or, without a trace, the
+    time per request is well below the calibrated fp32 time (co-running work only stretches an
+    fp32 model; reduced-precision tells fp32 the same way)."""
+    quantized = runs_int8(ctx)
+    if quantized is not None:
+        return quantized
+    return bool(_int8_factor(calibration, 1) > 1.0 and measured_ms < FP32_TIME_FRACTION * calibration.per_image_ms(1))

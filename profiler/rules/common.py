@@ -60,6 +60,11 @@ def ort_op_types(ctx: AnalysisContext) -> pd.Series:
     return ctx.ort_node_ops.dropna()
 
 
+# An fp32 model measures at or above ~its calibrated time (co-running work only stretches it); an
+# INT8 one, even stretched, stays well below: below this fraction of the fp32 time it is not fp32.
+FP32_TIME_FRACTION = 0.85
+
+
 def runs_int8(ctx: AnalysisContext) -> bool | None:
     """Whether the ORT graph is quantized (its node op types say so); None without a trace."""
     ops = ort_op_types(ctx)

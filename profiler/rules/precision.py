@@ -13,11 +13,11 @@ import pandas as pd
 
 from profiler.analysis.context import AnalysisContext
 from profiler.analysis.model import EventRef, Finding, Fix
-from profiler.rules.common import calibrated_on, finding, inference_runtime, per_request_ms, percent, runs_int8
+from profiler.rules.common import (FP32_TIME_FRACTION, calibrated_on, finding, inference_runtime,
+                                   per_request_ms, percent, runs_int8)
 
 MIN_INFERENCE_SHARE = 0.30
 MIN_SPEEDUP = 1.2
-FP32_TIME_FRACTION = 0.85
 _FP32_KERNEL = r"sgemm|s\d{3,4}gemm|_fp32|f32_|float, float"
 _HEAVY_KERNEL = r"gemm|conv|cutlass|cudnn"
 GPU_FP16_SPEEDUP = 2.0  # assumed: tensor cores at half precision; calibrate on the GPU to know

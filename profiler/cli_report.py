@@ -42,6 +42,20 @@ def build_parser(prog: str = "prof report") -> argparse.ArgumentParser:
     return parser
 
 
+def calibration_threads(session, threads: int | None = None) -> int:
+    """The thread count to calibrate at: ``threads`` if given, else the sample server's own
+    intra-op threads (its default, 0, is one per core), else 1 for a server prof did not write."""
+    if threads is not None:
+        return threads
+    server = session.meta.get("server")
+    knobs = list((server or {}).get("knobs") or [])
+    if "--intra-op-threads" in knobs:
+        chosen = int(knobs[knobs.index("--intra-op-threads") + 1])
+        if chosen:
+            return chosen
+    return (os.cpu_count() or 1) if server else 1
+
+
 def calibration_loader(session, threads: int | None, quiet: bool, model: Path | None = None):
     """A loader that times the model — the sample one, or ``model`` — on first use (cached per
     host and artifact)."""
@@ -49,13 +63,7 @@ def calibration_loader(session, threads: int | None, quiet: bool, model: Path | 
 
     from profiler.analysis.calibration import load_or_calibrate
 
-    server = session.meta.get("server")
-    knobs = list((server or {}).get("knobs") or [])
-    if threads is None and "--intra-op-threads" in knobs:
-        threads = int(knobs[knobs.index("--intra-op-threads") + 1]) or None
-    if threads is None:
-        # the sample server's default (0) is one thread per core; a server prof did not write: 1
-        threads = (os.cpu_count() or 1) if server else 1
+    threads = calibration_threads(session, threads)
     status = Console(stderr=True)
 
     def load():

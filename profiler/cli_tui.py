@@ -99,8 +99,9 @@ class DirectorySource:
         if self.calibrate == "measure":
             return calibration_loader(self.session(), self.threads, quiet=True)
         from profiler.analysis.calibration import cached_calibration
+        from profiler.cli_report import calibration_threads
 
-        threads = self.threads or (os.cpu_count() or 1 if self.session().meta.get("server") else 1)
+        threads = calibration_threads(self.session(), self.threads)  # the same choice as prof report's
         return lambda: cached_calibration(threads)
 
     def data(self, report: Report):

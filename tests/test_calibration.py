@@ -138,3 +138,17 @@ def test_from_dict_rejects_damaged_records(one_thread, damage) -> None:
 def test_a_failing_measurement_process_raises_calibration_error(artifact_cache: Path) -> None:
     with pytest.raises(cal.CalibrationError, match="threads must be at least 1"):
         cal.calibrate_in_subprocess(threads=0)
+
+
+def test_the_calibration_thread_count_follows_the_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    from types import SimpleNamespace
+
+    from profiler.cli_report import calibration_threads
+
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    sample = SimpleNamespace(meta={"server": {"knobs": ["--intra-op-threads", "1", "--max-batch", "4"]}})
+    assert calibration_threads(sample) == 1  # prof report, prof tui and the end of prof run agree
+    assert calibration_threads(SimpleNamespace(meta={"server": {"knobs": ["--intra-op-threads", "0"]}})) == 2
+    assert calibration_threads(SimpleNamespace(meta={"server": {"knobs": []}})) == 2  # one per core by default
+    assert calibration_threads(SimpleNamespace(meta={})) == 1  # a server prof did not write
+    assert calibration_threads(sample, 3) == 3

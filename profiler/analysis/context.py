@@ -168,7 +168,8 @@ class AnalysisContext:
         ``name`` its state (holds-gil, active, inactive), ``attributed`` its stack's stage."""
         snapshots = self.of("pyspy", "instant").copy()
         if self.attribute is not None and len(snapshots):
-            snapshots["attributed"] = self.attribute(snapshots, self.stacks).astype(str).to_numpy()
+            labels = self.attribute(snapshots, self.stacks).astype(str)  # an attribution of samples only: none
+            snapshots["attributed"] = labels.reindex(snapshots.index, fill_value="other").to_numpy()
         else:
             snapshots["attributed"] = "other"
         return snapshots

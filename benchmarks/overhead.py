@@ -32,19 +32,21 @@ from samples.loadgen.runner import LoadRunner, LoadSpec  # noqa: E402
 from samples.loadgen.workload import ImageMix  # noqa: E402
 from samples.sample_server.process import ServerProcess  # noqa: E402
 
-# name -> (py-spy rate or None, proc sampler, agent probes, wire capture[, GIL snapshots per second])
+# name -> (py-spy rate or None, GIL snapshots per second, proc sampler, agent probes, wire capture)
 SNAPSHOT_HZ = pyspy.PySpyOptions().snapshot_hz
 CONFIGS = {
-    "off": (None, False, (), False),
-    f"default set ({', '.join(sorted(DEFAULT_PROBES - {'nvml'}))})": (DEFAULT_PYSPY_RATE, True, ("stages",), True),
-    f"py-spy {DEFAULT_PYSPY_RATE} Hz + GIL snapshots {SNAPSHOT_HZ:g} Hz": (DEFAULT_PYSPY_RATE, False, (), False),
-    f"py-spy {DEFAULT_PYSPY_RATE} Hz, no GIL snapshots": (DEFAULT_PYSPY_RATE, False, (), False, 0.0),
-    "py-spy 100 Hz": (100, False, (), False),
-    "py-spy 1000 Hz": (1000, False, (), False),
-    "proc (psutil, 10 Hz)": (None, True, (), False),
-    "http (wire capture)": (None, False, (), True),
-    "stage spans": (None, False, ("stages",), False),
-    "framework profiling": (None, False, ("framework",), False),
+    "off": (None, 0.0, False, (), False),
+    f"default set ({', '.join(sorted(DEFAULT_PROBES - {'nvml'}))})":
+        (DEFAULT_PYSPY_RATE, SNAPSHOT_HZ, True, ("stages",), True),
+    f"py-spy {DEFAULT_PYSPY_RATE} Hz + GIL snapshots {SNAPSHOT_HZ:g} Hz":
+        (DEFAULT_PYSPY_RATE, SNAPSHOT_HZ, False, (), False),
+    f"py-spy {DEFAULT_PYSPY_RATE} Hz, no GIL snapshots": (DEFAULT_PYSPY_RATE, 0.0, False, (), False),
+    "py-spy 100 Hz": (100, SNAPSHOT_HZ, False, (), False),
+    "py-spy 1000 Hz": (1000, SNAPSHOT_HZ, False, (), False),
+    "proc (psutil, 10 Hz)": (None, 0.0, True, (), False),
+    "http (wire capture)": (None, 0.0, False, (), True),
+    "stage spans": (None, 0.0, False, ("stages",), False),
+    "framework profiling": (None, 0.0, False, ("framework",), False),
 }
 
 
@@ -64,8 +66,7 @@ def measure(server: ServerProcess, config: tuple, seconds: float, concurrency: i
             cpu: list[float] | None = None) -> float:
     """Throughput under the config; appends to ``cpu`` the CPU seconds the out-of-server probes
     (py-spy, the psutil sampler thread, the wire capture) spent per second of the window."""
-    rate, with_proc, agent_probes, with_wire = config[:4]
-    snapshot_hz = config[4] if len(config) > 4 else SNAPSHOT_HZ
+    rate, snapshot_hz, with_proc, agent_probes, with_wire = config
     out = Path(tempfile.mkdtemp(dir=scratch))
     recorder = sampler = client = capture = None
     spent, started = 0.0, time.monotonic()

@@ -16,6 +16,7 @@ from torch import nn
 
 from profiler.analysis import calibration as cal
 from profiler.analysis.calibration_model import BATCH_SIZES
+from samples.model import artifacts
 from tests.tui_session import make_tui_session
 
 PROF = [sys.executable, "-m", "profiler.cli"]
@@ -57,7 +58,7 @@ def test_a_user_model_with_a_dynamic_batch_is_timed_at_every_batch_size(models, 
                                      model=models["dynamic"])
     assert sorted(measured.batch_ms) == list(BATCH_SIZES) and measured.covers(1, 16)
     assert measured.model == str(models["dynamic"].resolve())
-    assert measured.artifact_sha256 == cal.file_sha256(models["dynamic"])
+    assert measured.artifact_sha256 == artifacts.sha256_file(models["dynamic"])
     for precision in cal.CPU_PRECISIONS:  # timed, or skipped with the quantizer's reason
         assert f"{precision}@1" in measured.precision_speedup or precision in measured.skipped
     assert "int8-static@1" in measured.precision_speedup and "int8-static@8" in measured.precision_speedup
@@ -67,7 +68,7 @@ def test_a_user_model_with_a_dynamic_batch_is_timed_at_every_batch_size(models, 
     again = cal.load_or_calibrate(threads=1, cache_dir=cache_dir, quick=True, isolated=False,
                                   model=models["dynamic"])
     assert again == measured
-    assert cal.cache_path(measured.host, cal.file_sha256(models["dynamic"]), cache_dir).is_file()
+    assert cal.cache_path(measured.host, artifacts.sha256_file(models["dynamic"]), cache_dir).is_file()
 
 
 def test_a_fixed_batch_model_is_timed_at_its_batch_only(models, cache_dir) -> None:

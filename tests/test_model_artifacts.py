@@ -53,7 +53,7 @@ def test_cached_artifact_is_reused_and_a_damaged_one_rebuilt(artifact_cache: Pat
     first.onnx_path.write_bytes(b"damaged")
     rebuilt = ensure_artifact(BuildSettings(precision="fp32"), artifact_cache)
     assert rebuilt.onnx_path.read_bytes() != b"damaged"
-    assert rebuilt.meta["onnx_sha256"] == artifacts._sha256_file(rebuilt.onnx_path)
+    assert rebuilt.meta["onnx_sha256"] == artifacts.sha256_file(rebuilt.onnx_path)
 
 
 def test_changed_settings_build_a_different_artifact(artifact_cache: Path) -> None:

@@ -9,18 +9,14 @@ provider, except for the op types made to fall back — and the result goes thro
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import onnxruntime
 import pytest
 
-from profiler.cli_tui import cached_report
 from samples.model import artifacts
-
-PROF = [sys.executable, "-m", "profiler.cli"]
+from tests.imported import import_findings
 
 
 @pytest.fixture(scope="module")
@@ -55,13 +51,7 @@ def imported_findings(events: list[dict], tmp_path: Path) -> dict:
     tmp_path.mkdir(parents=True, exist_ok=True)
     trace = tmp_path / "ort_profile.json"
     trace.write_text(json.dumps(events))
-    out = tmp_path / "session"
-    result = subprocess.run([*PROF, "import", str(trace), "--out", str(out)], capture_output=True, text=True,
-                            timeout=120)
-    assert result.returncode == 0, result.stderr
-    report = cached_report(out)
-    assert report is not None
-    return {f.rule: f for f in report.findings}
+    return import_findings(trace, tmp_path / "session")
 
 
 def test_nodes_falling_back_to_the_cpu_in_a_cuda_session_are_named(cpu_profile, tmp_path: Path) -> None:

@@ -4,19 +4,15 @@ convolution-heavy one is not, though most of its ops are short too (allocations,
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
-from profiler.cli_tui import cached_report
 from profiler.rules.graph_fusion import MIN_OPS, SMALL_OP_NS
 from profiler.session import load
-
-PROF = [sys.executable, "-m", "profiler.cli"]
+from tests.imported import import_findings
 
 
 class TinyOps(nn.Module):
@@ -46,13 +42,7 @@ def profiled_import(model: nn.Module, example: torch.Tensor, tmp_path: Path, cal
             model(example)
     trace = tmp_path / "trace.json"
     prof.export_chrome_trace(str(trace))
-    out = tmp_path / "session"
-    result = subprocess.run([*PROF, "import", str(trace), "--out", str(out)], capture_output=True, text=True,
-                            timeout=120)
-    assert result.returncode == 0, result.stderr
-    report = cached_report(out)
-    assert report is not None
-    return {f.rule: f for f in report.findings}
+    return import_findings(trace, tmp_path / "session")
 
 
 def test_a_storm_of_tiny_eager_ops_is_a_fusion_finding(tmp_path: Path) -> None:

@@ -28,21 +28,16 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Iterator
 
-import numpy as np
-
+from profiler.analysis.calibration_cases import (CPU_PRECISIONS, PRECISION_BATCHES, RUNTIMES, Case, Progress,
+                                                 model_cases, sample_cases)
 from profiler.analysis.calibration_model import (BATCH_SIZES, SAMPLE_MODEL, Calibration, CalibrationError,
                                                  HostKey, current_host)
 from samples.model import artifacts
-from samples.model.engines import Engine, EngineError, EngineSettings, load_engine
 
-PRECISION_BATCHES: tuple[int, ...] = (1, 8)
-CPU_PRECISIONS: tuple[str, ...] = ("int8-static", "int8-dynamic")
-RUNTIMES: tuple[str, ...] = ("ort", "torch-eager", "torch-inference", "torchscript")
 ROUNDS = {"normal": 7, "quick": 3}
 PROGRESS_PREFIX = "calibration: "
 # Pause before each case when pools have worker threads: ORT's workers and OpenMP's spin for
@@ -50,22 +45,7 @@ PROGRESS_PREFIX = "calibration: "
 # from the next one (measured here: ORT fp32 batch 1 at 2 threads 17 -> 25 ms, torch eager
 # 26 -> 83 ms without it). A server runs one engine, so its workers never meet others'.
 SETTLE_S = 0.05
-COMPILE_SKIPPED = ("off by default: torch.compile adds about 40 s of compiling on a 2-core CPU "
-                   "(include_compile=True / --compile measures it)")
 log = logging.getLogger(__name__)
-Progress = Callable[[str], None]
-
-
-@dataclass(frozen=True)
-class _Case:
-    label: str
-    engine: Engine
-    batch: np.ndarray
-
-    def run(self) -> float:
-        start = time.perf_counter()
-        self.engine.fetch_output(self.engine.infer(self.engine.stage_input(self.batch)))
-        return (time.perf_counter() - start) * 1e3
 
 
 def calibrate(threads: int = 1, quick: bool = False, progress: Progress | None = None,
@@ -85,10 +65,10 @@ def calibrate(threads: int = 1, quick: bool = False, progress: Progress | None =
         say("loading model artifacts and engines")
         if model is None:
             sha = artifacts.ensure_artifact(artifacts.BuildSettings()).meta["onnx_sha256"]
-            cases = _cases(threads, include_compile, skipped)
+            cases = sample_cases(threads, include_compile, skipped)
         else:
-            sha = file_sha256(model)
-            cases = _model_cases(Path(model), threads, skipped, Path(scratch), say)
+            sha = artifacts.sha256_file(model)
+            cases = model_cases(Path(model), threads, skipped, Path(scratch), say)
         rounds = ROUNDS["quick" if quick else "normal"]
         samples = _interleaved(cases, rounds, say, SETTLE_S if threads > 1 else 0.0)
     calibration = _summarize(samples, current_host(threads), sha, rounds, skipped)
@@ -114,105 +94,7 @@ def _torch_threads(threads: int) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
-def _cases(threads: int, include_compile: bool, skipped: dict[str, str]) -> list[_Case]:
-    def ort(precision: str = "fp32", level: str = "all") -> Engine:
-        return load_engine(EngineSettings(backend="ort", precision=precision, ort_opt_level=level,
-                                          intra_op_threads=threads, inter_op_threads=1))
-
-    rng = np.random.default_rng(0)
-    batches = {b: rng.standard_normal((b, 3, 224, 224)).astype(np.float32) for b in BATCH_SIZES}
-    fp32 = ort()
-    cases = [_Case(f"ort-fp32@{b}", fp32, batches[b]) for b in BATCH_SIZES]
-    for precision in CPU_PRECISIONS:
-        engine = ort(precision)
-        cases += [_Case(f"ort-{precision}@{b}", engine, batches[b]) for b in PRECISION_BATCHES]
-    cases.append(_Case("ort-fp32-noopt@1", ort(level="disable"), batches[1]))
-    backends = [r for r in RUNTIMES if r != "ort"] + (["torch-compile"] if include_compile else [])
-    for backend in backends:
-        engine = load_engine(EngineSettings(backend=backend, intra_op_threads=threads))
-        cases.append(_Case(f"{backend}@1", engine, batches[1]))
-    if not include_compile:
-        skipped["torch-compile"] = COMPILE_SKIPPED
-    cases += _cuda_cases(batches, skipped)
-    return cases
-
-
-def _model_cases(path: Path, threads: int, skipped: dict[str, str], scratch: Path, say: Progress) -> list[_Case]:
-    """Cases of a user's ONNX file: fp32 at the batch sizes its input allows, its INT8
-    quantizations (each skipped with the reason when the quantizer cannot take the graph) and
-    its graph without ORT's optimizations."""
-    from samples.model import quantize
-
-    def ort(model_path: Path, level: str = "all") -> Engine:
-        try:
-            return load_engine(EngineSettings(backend="ort", model_path=model_path, ort_opt_level=level,
-                                              intra_op_threads=threads, inter_op_threads=1))
-        except EngineError as exc:
-            raise CalibrationError(str(exc)) from None
-
-    fp32 = ort(path)
-    inputs = fp32.session.get_inputs()
-    shape = list(inputs[0].shape)
-    if len(inputs) != 1 or len(shape) != 4 or inputs[0].type != "tensor(float)":
-        raise CalibrationError(f"{path}: calibration times image classifiers with one float NCHW input; this model "
-                               f"takes {', '.join(f'{i.name} {i.type} {i.shape}' for i in inputs)}")
-    size = fp32.input_size
-    fixed = shape[0] if isinstance(shape[0], int) else None
-    sizes = BATCH_SIZES if fixed is None else tuple(b for b in BATCH_SIZES if b == fixed)
-    if not sizes:
-        raise CalibrationError(f"{path}: its batch dimension is fixed at {fixed}; calibration times batches of "
-                               f"{', '.join(map(str, BATCH_SIZES))}")
-    if fixed is not None:
-        skipped["batch"] = f"the model's batch dimension is fixed at {fixed}: batch scaling cannot be measured"
-    rng = np.random.default_rng(0)
-    batches = {b: rng.standard_normal((b, 3, size, size)).astype(np.float32) for b in sizes}
-    cases = [_Case(f"ort-fp32@{b}", fp32, batches[b]) for b in sizes]
-    for precision in CPU_PRECISIONS:
-        say(f"quantizing the model ({precision})")
-        target = scratch / f"{precision}.onnx"
-        try:
-            quantize.derive(precision, path, target, rng.standard_normal((8, 3, size, size)).astype(np.float32))
-            engine = ort(target)
-        except Exception as exc:  # the quantizer's failures have no common type; the figure is skipped
-            skipped[precision] = f"could not quantize this model: {type(exc).__name__}: {str(exc)[:200]}"
-            continue
-        cases += [_Case(f"ort-{precision}@{b}", engine, batches[b]) for b in PRECISION_BATCHES if b in batches]
-    first = sizes[0]
-    cases.append(_Case(f"ort-fp32-noopt@{first}", ort(path, "disable"), batches[first]))
-    for backend in RUNTIMES[1:]:
-        skipped[backend] = "a user's ONNX model has no torch form to time"
-    return cases
-
-
-def file_sha256(path: Path | str) -> str:
-    import hashlib
-
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _cuda_cases(batches: dict[int, np.ndarray], skipped: dict[str, str]) -> list[_Case]:
-    # fp16 pays off only on a GPU; it is compared with fp32 on the same CUDA provider.
-    import onnxruntime
-
-    if "CUDAExecutionProvider" not in onnxruntime.get_available_providers() or \
-            not Path("/proc/driver/nvidia/version").exists():
-        skipped["fp16"] = "no CUDA device: fp16 is measured only on CUDA (CPU fp16 convolutions are slower)"
-        return []
-    try:
-        engines = {p: load_engine(EngineSettings(backend="ort", precision=p, device="cuda"))
-                   for p in ("fp32", "fp16")}
-    except EngineError as exc:
-        skipped["fp16"] = str(exc)
-        return []
-    return [_Case(f"ort-cuda-{p}@{b}", engine, batches[b])
-            for p, engine in engines.items() for b in PRECISION_BATCHES]
-
-
-def _interleaved(cases: list[_Case], rounds: int, say: Progress, settle_s: float) -> dict[str, list[float]]:
+def _interleaved(cases: list[Case], rounds: int, say: Progress, settle_s: float) -> dict[str, list[float]]:
     say(f"warming up {len(cases)} cases")
     for case in cases:
         time.sleep(settle_s)
@@ -275,7 +157,7 @@ def load_or_calibrate(threads: int = 1, cache_dir: Path | None = None, refresh: 
     if model is not None and not Path(model).is_file():
         raise CalibrationError(f"model file not found: {model}")
     sha = artifacts.ensure_artifact(artifacts.BuildSettings()).meta["onnx_sha256"] if model is None \
-        else file_sha256(model)
+        else artifacts.sha256_file(model)
     path = cache_path(host, sha, cache_dir)
     if not refresh:
         cached = _read_cached(path, host, sha)

@@ -19,12 +19,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from profiler.analysis.attribution import IDLE, SEND, as_stage
 from profiler.analysis.model import Gain
 from profiler.timeline import StackTable
 from profiler.wire_stats import WireStats, wire_requests, wire_stats
 
-IDLE = "idle"
-SEND = "send"  # attribution's label for writing the response out: counted in serialize
 SERVICE_EXCLUDED = ("queue",)  # waiting is not work (start-up model loading is left out of the spans)
 
 
@@ -186,7 +185,7 @@ class AnalysisContext:
             return self.stage_spans.groupby("stage", observed=True)["dur_ns"].sum().astype(float)
         if self.stage_basis == "py-spy attribution":
             busy = self.samples[self.samples["attributed"] != IDLE]
-            stages = busy["attributed"].replace(SEND, "serialize")
+            stages = busy["attributed"].map(as_stage)  # send is part of serialize
             return busy["dur_ns"].groupby(stages.to_numpy()).sum().astype(float)
         return pd.Series(dtype=float)
 

@@ -162,7 +162,7 @@ def _load_valid(directory: Path, key: str) -> Artifact | None:
         return None
     if artifact.meta.get("build_key") != key:
         return None
-    if _sha256_file(artifact.onnx_path) != artifact.meta.get("onnx_sha256"):
+    if sha256_file(artifact.onnx_path) != artifact.meta.get("onnx_sha256"):
         return None
     return artifact
 
@@ -206,7 +206,7 @@ def _build(settings: BuildSettings, out: Path, fp32: Artifact | None) -> dict:
         "quantization": quantize.describe(settings.precision),
         "opset": max(o.version for o in onnx_model.opset_import if o.domain in ("", "ai.onnx")),
         "weights_sha256": _state_dict_sha256(model),
-        "onnx_sha256": _sha256_file(model_path),
+        "onnx_sha256": sha256_file(model_path),
         "seed": settings.seed,
         "input": {"name": INPUT_NAME, "shape": ["batch", 3, settings.input_size, settings.input_size],
                   "layout": "NCHW", "dtype": "float32"},
@@ -291,7 +291,8 @@ def _state_dict_sha256(model) -> str:
     return digest.hexdigest()
 
 
-def _sha256_file(path: Path) -> str:
+def sha256_file(path: Path | str) -> str:
+    """SHA-256 of a file, read in 1 MiB blocks."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):

@@ -2,7 +2,9 @@
 
 HTA lives in its own virtual environment (created on first use in benchmarks/.hta-venv with
 HolisticTraceAnalysis==0.5.0) so it never touches prof's. Each repeat runs prof's ingest in a
-fresh interpreter and HTA's ``parse_trace_dataframe`` in its own, timing the parse only.
+fresh interpreter and HTA's ``parse_trace_dataframe`` in its own, timing the parse only. prof
+runs twice per repeat: as shipped (the batches shared among one process per usable core when
+the trace is big enough) and held to one process (``PROF_INGEST_WORKERS=1``).
 
     .venv/bin/python benchmarks/ingest_kineto.py [--trace ../shared/data/kineto/a100_train_rank0.json.gz]
 """
@@ -10,11 +12,15 @@ fresh interpreter and HTA's ``parse_trace_dataframe`` in its own, timing the par
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import subprocess
 import sys
 import venv
 from pathlib import Path
+
+from probes.forked import usable_cores
+from probes.kineto_typed import share_count
 
 ROOT = Path(__file__).resolve().parents[1]
 HTA_VENV = ROOT / "benchmarks" / ".hta-venv"
@@ -34,9 +40,10 @@ def hta_python() -> Path:
     return python
 
 
-def timed(python: Path | str, snippet: str, trace: Path) -> tuple[float, int]:
+def timed(python: Path | str, snippet: str, trace: Path, workers: str | None = None) -> tuple[float, int]:
+    env = {**os.environ, "PROF_INGEST_WORKERS": workers} if workers else None
     result = subprocess.run([str(python), "-c", snippet, str(trace)], capture_output=True, text=True, cwd=ROOT,
-                            check=True)
+                            check=True, env=env)
     seconds, rows = result.stdout.strip().splitlines()[-1].split()
     return float(seconds), int(rows)
 
@@ -47,15 +54,18 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     hta = hta_python()
-    times: dict[str, list[float]] = {"prof": [], "HTA 0.5.0": []}
+    runs = {"prof": (sys.executable, PROF_SNIPPET, None), "prof, 1 process": (sys.executable, PROF_SNIPPET, "1"),
+            "HTA 0.5.0": (hta, HTA_SNIPPET, None)}
+    times: dict[str, list[float]] = {name: [] for name in runs}
     rows = {}
-    for _ in range(args.repeats):
-        seconds, rows["prof"] = timed(sys.executable, PROF_SNIPPET, args.trace)
-        times["prof"].append(seconds)
-        seconds, rows["HTA 0.5.0"] = timed(hta, HTA_SNIPPET, args.trace)
-        times["HTA 0.5.0"].append(seconds)
+    for repeat in range(args.repeats):
+        order = list(runs) if repeat % 2 == 0 else list(reversed(runs))  # alternated: neither always runs first
+        for name in order:
+            seconds, rows[name] = timed(*runs[name][:2], args.trace, runs[name][2])
+            times[name].append(seconds)
     base = statistics.median(times["HTA 0.5.0"])
-    print(f"{args.trace.name}, {args.repeats} alternated repeats, parse time in a fresh interpreter\n")
+    print(f"{args.trace.name}, {args.repeats} alternated repeats, parse time in a fresh interpreter; "
+          f"prof as shipped used {share_count(args.trace.read_bytes())} process(es) on {usable_cores()} usable cores\n")
     print("| parser | median s | min | max | events | speed-up vs HTA |\n|---|---|---|---|---|---|")
     for name, values in times.items():
         median = statistics.median(values)

@@ -48,22 +48,33 @@ def text_pieces(raw: bytes) -> Iterator[bytes]:
 
 
 def decode_in_batches(pieces: Iterable[bytes], key: bytes, batch_decoder: Any, document_decoder: Any,
-                      on_batch: Callable[[list], None]) -> Any:
-    """Decode the array under ``key`` batch by batch (each to ``on_batch``); returns the
-    document around it, decoded by ``document_decoder`` with the array emptied (its other
-    fields taken from the text after the array, else from the text before it)."""
+                      on_batch: Callable[[int, list], None], share: tuple[int, int] = (0, 1)) -> Any:
+    """Decode the array under ``key`` batch by batch (each to ``on_batch`` with its index);
+    returns the document around it, decoded by ``document_decoder`` with the array emptied (its
+    other fields taken from the text after the array, else from the text before it).
+
+    ``share`` = (rank, workers) lets several processes split one document: every one of them
+    cuts the same batches from the same text, and decodes only those whose index is rank modulo
+    workers (interleaved, so each gets a like mix of events). Rank 0 also decodes the elements
+    after the last cut and the document; the others return None."""
+    rank, workers = share
     pieces = iter(pieces)
     head, rest = _array_head(pieces, key)
+    index = 0
     for piece in pieces:
         cut, next_start = _last_element_end(piece)  # (one that straddles two pieces is passed over)
         if cut:
-            on_batch(batch_decoder.decode(b"".join((b"[", rest, memoryview(piece)[:cut], b"]"))))
+            if index % workers == rank:
+                on_batch(index, batch_decoder.decode(b"".join((b"[", rest, memoryview(piece)[:cut], b"]"))))
+            index += 1
             rest = piece[next_start:]
         else:
             rest += piece
+    if rank:
+        return None
     opening = b'{"' + key + b'":['
     tail = document_decoder.decode(opening + rest)  # the last elements and what follows the array
-    on_batch(getattr(tail, key.decode()))
+    on_batch(index, getattr(tail, key.decode()))
     front = document_decoder.decode(head + b"[]}")
     return _merged(tail, front, key.decode())
 

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
-from probes import json_batches
+from probes import json_batches, kineto_typed
+from probes.forked import ChildRefused, fork_available, usable_cores
 from probes.kineto import KinetoError, KinetoTrace, _ingest_generic, ingest_kineto, read_trace_json
+from probes.kineto_typed import share_count
 from profiler.timeline import gpu_pid
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "kineto"
@@ -174,3 +177,95 @@ def test_odd_shaped_trace_takes_the_generic_path(tmp_path) -> None:
     assert list(events["ts_ns"] - 1_700_000_000_000_000_000) == [1_000_500, 1_002_000]
     assert list(events["pid"]) == [7, gpu_pid(0)] and list(events["tid"]) == [8, 7]
     assert json.loads(events["args"].iloc[1]) == {"cat": "kernel", "device": 0, "stream": 7, "correlation": 9}
+
+
+class CountingForked(kineto_typed.Forked):
+    """The real Forked, counting the children it starts and the refusals it reports."""
+    started: list[int] = []
+    refused: list[int] = []
+
+    def __init__(self, work, ranks, refusals=()) -> None:
+        ranks = list(ranks)
+        CountingForked.started.extend(ranks)
+        super().__init__(work, ranks, refusals)
+
+    def result(self, rank: int, timeout_s: float) -> bytes:
+        try:
+            return super().result(rank, timeout_s)
+        except ChildRefused:
+            CountingForked.refused.append(rank)
+            raise
+
+
+@pytest.fixture
+def counted_forks(monkeypatch):
+    CountingForked.started, CountingForked.refused = [], []
+    monkeypatch.setattr(kineto_typed, "Forked", CountingForked)
+    return CountingForked
+
+
+def _small_batches(monkeypatch) -> None:
+    monkeypatch.setattr(json_batches, "GZIP_PIECE", 512)
+    monkeypatch.setattr(json_batches, "TEXT_PIECE", 4096)
+
+
+@pytest.mark.parametrize("name, workers", [("alexnet_a100_pageable_sync", "2"), ("alexnet_a100_pageable_sync", "3"),
+                                           ("a100_train_rank0", "2")])
+def test_batches_shared_among_forked_processes_give_the_generic_result(name, workers, monkeypatch,
+                                                                       counted_forks) -> None:
+    monkeypatch.setenv("PROF_INGEST_WORKERS", workers)
+    if name.startswith("alexnet"):
+        _small_batches(monkeypatch)
+    path = DATA / f"{name}.json.gz"
+    fast = ingest_kineto(path)
+    assert fast.parser == "typed" and counted_forks.started == list(range(1, int(workers)))
+    assert_same_trace(fast, _ingest_generic(read_trace_json(path)))
+
+
+def test_a_big_trace_is_shared_among_the_cores_and_a_small_one_is_not(monkeypatch) -> None:
+    monkeypatch.delenv("PROF_INGEST_WORKERS", raising=False)
+    big = (DATA / "a100_train_rank0.json.gz").read_bytes()  # 25.7 MB of JSON text
+    assert share_count(big) == (min(usable_cores(), 3) if fork_available() else 1)
+    assert share_count((DATA / "alexnet_a100_pageable_sync.json.gz").read_bytes()) == 1
+    monkeypatch.setenv("PROF_INGEST_WORKERS", "many")
+    with pytest.raises(KinetoError, match="PROF_INGEST_WORKERS='many'"):
+        ingest_kineto(DATA / "alexnet_a100_pageable_sync.json.gz")
+
+
+def _crash_in_child(raw: bytes, workers: int, rank: int) -> bytes:
+    os._exit(1)
+
+
+def test_the_share_of_a_crashed_process_is_decoded_by_the_parent(monkeypatch, counted_forks) -> None:
+    monkeypatch.setenv("PROF_INGEST_WORKERS", "3")
+    _small_batches(monkeypatch)
+    monkeypatch.setattr(kineto_typed, "_child_share", _crash_in_child)  # what the forked children run
+    path = DATA / "alexnet_a100_pageable_sync.json.gz"
+    fast = ingest_kineto(path)
+    assert fast.parser == "typed" and counted_forks.started == [1, 2]
+    assert_same_trace(fast, _ingest_generic(read_trace_json(path)))
+
+
+def test_a_share_that_does_not_fit_sends_the_whole_trace_the_generic_way(tmp_path, monkeypatch,
+                                                                        counted_forks) -> None:
+    """A string timestamp in a batch the second process decodes: it refuses, and the trace is read
+    by the generic path (which takes string timestamps) with nothing lost."""
+    _small_batches(monkeypatch)
+    document = json.loads(gzip.decompress((DATA / "alexnet_a100_pageable_sync.json.gz").read_bytes()))
+    text = json.dumps(document, separators=(",", ":")).encode()
+    batches: dict[float, int] = {}
+    record = kineto_typed._Columns.add
+    monkeypatch.setattr(kineto_typed._Columns, "add", lambda self, index, events: (
+        batches.update((e.ts, index) for e in events if type(e).__name__ == "_Complete"), record(self, index, events)))
+    kineto_typed.decode_typed(text)
+    monkeypatch.setattr(kineto_typed._Columns, "add", record)
+    written = {float(e["ts"]): json.dumps(e["ts"]).encode() for e in document["traceEvents"] if e.get("ph") == "X"}
+    number = next(written[ts] for ts, index in batches.items()
+                  if index % 2 == 1 and text.count(b'"ts":' + written[ts] + b",") == 1)
+    odd = text.replace(b'"ts":' + number + b",", b'"ts":"' + number[:-2] + b'",')  # same length: same batches
+    path = tmp_path / "odd.json"
+    path.write_bytes(odd)
+    monkeypatch.setenv("PROF_INGEST_WORKERS", "2")
+    result = ingest_kineto(path)
+    assert counted_forks.refused == [1] and result.parser == "generic"
+    assert len(result.events) == len(ingest_kineto(DATA / "alexnet_a100_pageable_sync.json.gz").events)

@@ -15,11 +15,18 @@ from probes.forked import ChildFailed, ChildRefused, Forked, fork_available
 pytestmark = pytest.mark.skipif(not fork_available(), reason="forked workers are Linux-only")
 
 
-def no_children_left() -> bool:
-    return not psutil.Process().children()
+def children() -> set[int]:
+    """This process's children: other tests' servers among them, so each test compares."""
+    return {child.pid for child in psutil.Process().children()}
 
 
-def test_every_child_returns_its_own_bytes() -> None:
+@pytest.fixture
+def no_children_left():
+    before = children()
+    return lambda: children() <= before
+
+
+def test_every_child_returns_its_own_bytes(no_children_left) -> None:
     with Forked(lambda rank: f"{rank}:{os.getpid()};".encode() * 200_000, range(1, 4)) as children:
         results = {rank: children.result(rank, timeout_s=30) for rank in range(1, 4)}
     for rank, payload in results.items():
@@ -44,14 +51,14 @@ def _fail(rank: int) -> bytes:
 
 
 @pytest.mark.parametrize("work, expected", [(_crash, ChildFailed), (_refuse, ChildRefused), (_fail, ChildFailed)])
-def test_a_child_that_dies_or_refuses_is_reported_as_such(work, expected) -> None:
+def test_a_child_that_dies_or_refuses_is_reported_as_such(work, expected, no_children_left) -> None:
     with Forked(work, [1], refusals=(ValueError,)) as children:
         with pytest.raises(expected):
             children.result(1, timeout_s=30)
     assert no_children_left()
 
 
-def test_a_child_past_its_time_is_killed_and_reported() -> None:
+def test_a_child_past_its_time_is_killed_and_reported(no_children_left) -> None:
     started = time.monotonic()
     with Forked(lambda rank: time.sleep(60) or b"late", [1]) as children:
         with pytest.raises(ChildFailed, match="overran"):
@@ -60,9 +67,10 @@ def test_a_child_past_its_time_is_killed_and_reported() -> None:
     assert no_children_left()
 
 
-def test_children_are_reaped_when_the_parent_is_interrupted() -> None:
+def test_children_are_reaped_when_the_parent_is_interrupted(no_children_left) -> None:
+    before = children()
     with pytest.raises(KeyboardInterrupt):
         with Forked(lambda rank: time.sleep(60) or b"late", range(1, 3)):
-            assert len(psutil.Process().children()) == 2
+            assert len(children() - before) == 2
             raise KeyboardInterrupt
     assert no_children_left()

@@ -2,8 +2,10 @@
 
 A forked child starts with the parent's memory (the text it must parse, the decoders), so
 nothing is sent to it; it runs ``work(rank)`` and writes the bytes that returns to a pipe
-(our own data format, never pickle), then leaves with ``os._exit``. The parent does its own
-share meanwhile and reads each child's bytes afterwards.
+(our own data format, never pickle) behind a header of its outcome and their length, closes
+the pipe, then leaves with ``os._exit``. The parent does its own share meanwhile and reads
+each child's bytes afterwards: a whole message is the child's word, so the parent need not
+wait for the exit (tearing down a copy of a big process takes milliseconds) before using it.
 
 A child runs only our parsing code, no thread and no I/O of the parent's, which is why
 forking a process that has library threads (BLAS, Arrow) is safe here; Python 3.12 warns of
@@ -24,7 +26,8 @@ import time
 import warnings
 from typing import Callable, Iterable
 
-REFUSED = 3  # a child's exit status when its work raised one of the refusals
+DONE, REFUSED = b"D", b"R"  # the outcome that opens a child's message
+_HEADER = 9  # the outcome, then the length of the bytes that follow (8 bytes, little-endian)
 
 
 class ChildFailed(Exception):
@@ -55,6 +58,7 @@ class Forked:
         self._children: dict[int, tuple[int, int]] = {}  # rank -> (pid, read end of its pipe)
         for rank in ranks:
             read_fd, write_fd = os.pipe()
+            _widen(write_fd)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", DeprecationWarning)  # 3.12+: "multi-threaded ... fork()"
                 pid = os.fork()
@@ -73,7 +77,7 @@ class Forked:
 
     def result(self, rank: int, timeout_s: float) -> bytes:
         """The bytes child ``rank`` returned; raises ChildRefused, or ChildFailed (also when it
-        has not finished within ``timeout_s``)."""
+        has not finished within ``timeout_s``). The child is reaped later, on leaving the block."""
         _, fd = self._children[rank]
         chunks, deadline = [], time.monotonic() + timeout_s
         while True:
@@ -85,16 +89,21 @@ class Forked:
             if not chunk:
                 break
             chunks.append(chunk)
-        status = self._reap(rank, kill=False)
-        if status == REFUSED:
+        message = b"".join(chunks)
+        outcome, length = message[:1], int.from_bytes(message[1:_HEADER], "little")
+        if outcome == REFUSED:
             raise ChildRefused(f"worker {rank} refused its share")
-        if status != 0:
-            raise ChildFailed(f"worker {rank} ended with status {status}")
-        return b"".join(chunks)
+        if outcome != DONE or len(message) != _HEADER + length:
+            status = self._reap(rank, kill=False)
+            raise ChildFailed(f"worker {rank} ended with status {status} before its whole result")
+        return message[_HEADER:]
 
     def _reap(self, rank: int, kill: bool) -> int:
         pid, fd = self._children.pop(rank)
-        os.close(fd)
+        try:
+            os.close(fd)
+        except OSError:
+            pass
         if kill:
             try:
                 os.kill(pid, signal.SIGKILL)
@@ -102,6 +111,17 @@ class Forked:
                 pass
         _, status = os.waitpid(pid, 0)
         return os.waitstatus_to_exitcode(status)
+
+
+def _widen(fd: int) -> None:
+    """A 1 MiB pipe (Linux's default most for one), not 64 KiB: a result of megabytes then
+    crosses in a few hand-offs between the two processes, not hundreds."""
+    try:
+        import fcntl  # POSIX only; forking is Linux-only anyway
+
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, 1 << 20)
+    except (ImportError, AttributeError, OSError):  # not Linux, or over this system's limit: the default serves
+        pass
 
 
 def _child(work: Callable[[int], bytes], rank: int, fd: int, refusals: tuple[type[BaseException], ...],
@@ -112,12 +132,17 @@ def _child(work: Callable[[int], bytes], rank: int, fd: int, refusals: tuple[typ
     try:
         for sibling in siblings:
             os.close(sibling)
-        payload = memoryview(work(rank))
-        while payload:
-            payload = payload[os.write(fd, payload):]
+        try:
+            payload = memoryview(work(rank))
+            message = [DONE + len(payload).to_bytes(8, "little"), payload]
+        except refusals:
+            message = [REFUSED + bytes(8)]
+        for part in message:
+            part = memoryview(part)
+            while part:
+                part = part[os.write(fd, part):]
+        os.close(fd)  # the parent's end reads EOF now, not after this copy is torn down
         status = 0
-    except refusals:
-        status = REFUSED
     except BaseException:  # noqa: BLE001 - Ctrl-C included: the parent decides what happens
         status = 1
     finally:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import time
 from collections import defaultdict, deque
+from contextlib import ExitStack
 from itertools import chain, compress, count, repeat
 from functools import partial
 from operator import attrgetter, itemgetter
@@ -127,12 +128,13 @@ def decode_typed(raw: bytes) -> KinetoTrace:
     """The trace in ``raw`` (the file's bytes, gzipped or not); raises NotTyped where it does
     not fit the typed shape."""
     try:
-        columns, document = _decode(raw, share_count(raw))
+        with ExitStack() as children:  # reaped after the frame: their exits overlap it
+            columns, document = _decode(raw, share_count(raw), children)
+            base = int(document.baseTimeNanoseconds or 0)
+            processes, threads = columns.names()
+            return KinetoTrace(columns.frame(base), list(document.deviceProperties or []), processes, threads, base)
     except (*_NOT_TYPED, ChildRefused):
         raise NotTyped from None
-    base = int(document.baseTimeNanoseconds or 0)
-    processes, threads = columns.names()
-    return KinetoTrace(columns.frame(base), list(document.deviceProperties or []), processes, threads, base)
 
 
 def share_count(raw: bytes) -> int:
@@ -156,22 +158,22 @@ def _text_size(raw: bytes) -> int:
     return len(raw)
 
 
-def _decode(raw: bytes, workers: int) -> tuple[_Columns, _Document]:
+def _decode(raw: bytes, workers: int, stack: ExitStack) -> tuple[_Columns, _Document]:
     """Every process cuts the same batches and decodes every ``workers``-th one (this one the
     first, and the document around the events); the others' columns come back as Arrow IPC.
     A share whose process failed is decoded here: nothing is lost to a crashed child."""
     columns = _Columns()
     if workers == 1:
         return columns, _decode_share(raw, columns, 0, 1)
-    with Forked(partial(_child_share, raw, workers), range(1, workers), _NOT_TYPED) as children:
-        started = time.monotonic()
-        document = _decode_share(raw, columns, 0, workers)
-        patience = max(60.0, 20 * (time.monotonic() - started))
-        for rank in range(1, workers):
-            try:
-                columns.join_ipc(children.result(rank, patience))
-            except ChildFailed:
-                _decode_share(raw, columns, rank, workers)
+    children = stack.enter_context(Forked(partial(_child_share, raw, workers), range(1, workers), _NOT_TYPED))
+    started = time.monotonic()
+    document = _decode_share(raw, columns, 0, workers)
+    patience = max(60.0, 20 * (time.monotonic() - started))
+    for rank in range(1, workers):
+        try:
+            columns.join_ipc(children.result(rank, patience))
+        except ChildFailed:
+            _decode_share(raw, columns, rank, workers)
     return columns, document
 
 

@@ -10,8 +10,8 @@ import os
 import time
 from collections import defaultdict, deque
 from contextlib import ExitStack
-from itertools import chain, compress, count, repeat
 from functools import partial
+from itertools import chain, compress, count, repeat
 from operator import attrgetter, itemgetter
 from typing import Annotated, NamedTuple, Union
 
@@ -45,7 +45,7 @@ _Filled = Annotated[str, msgspec.Meta(max_length=0)]
 
 class _Args(msgspec.Struct, omit_defaults=True, gc=False):
     """One row's args column, in output order: its category, the kineto ``args`` we keep (in
-    ``_ARG_KEYS`` order; others are skipped while parsing, never materialised), then what a
+    ``ARG_KEYS`` order; others are skipped while parsing, never materialised), then what a
     copy's name tells. So one encode writes the final JSON of a whole batch's rows. Few
     decoded fields on purpose: each one costs every event's decode."""
     cat: _Filled = ""

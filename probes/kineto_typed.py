@@ -10,7 +10,7 @@ import os
 import time
 from collections import defaultdict, deque
 from contextlib import ExitStack
-from functools import partial
+from functools import lru_cache, partial
 from itertools import chain, compress, count, repeat
 from operator import attrgetter, itemgetter
 from typing import Annotated, NamedTuple, Union
@@ -225,13 +225,16 @@ class _Columns:
             codes = codes[codes >= 0]
         cats, names, pids, tids, ts, durs, args = columns
         pid, tid = _int_column(pids, -1), _int_column(tids, -1)
-        on_gpu = np.flatnonzero(_CAT_IS_DEVICE[codes]).tolist()
-        pid[on_gpu], tid[on_gpu] = _gpu_lanes([args[i] for i in on_gpu], [pids[i] for i in on_gpu],
-                                              [tids[i] for i in on_gpu])
+        device = _CAT_IS_DEVICE[codes]
+        if device.any():
+            on_gpu = device.tolist()
+            pid[device], tid[device] = _gpu_lanes(*(list(compress(column, on_gpu)) for column in (args, pids, tids)))
         deque(map(force_setattr, args, repeat("cat"), cats), maxlen=0)  # a third faster than setattr
         stages = _CAT_STAGE_CODE[codes]
         for i in np.flatnonzero(codes == _MEMCPY_CODE).tolist():
-            stages[i] = _describe_copy(names[i], args[i])
+            stages[i], copy, memory = _copy_named(names[i])
+            force_setattr(args[i], "copy", copy)
+            force_setattr(args[i], "memory", memory)
         ts_ns, dur_ns = (us_array_to_ns(np.fromiter(column, np.float64, len(column))) for column in (ts, durs))
         self.batches.append((index, _Batch(stages, ts_ns, np.maximum(dur_ns, 0, out=dur_ns), pid, tid,
                                            np.fromiter(map(self.name_codes.__getitem__, names), np.int32, len(names)),
@@ -308,15 +311,15 @@ _EMPTY = _Batch(np.empty(0, np.int8), *(np.empty(0, np.int64) for _ in range(4))
                 pa.array([], pa.large_binary()))
 
 
-def _describe_copy(name: str, args: _Args) -> int:
-    """Fills the "copy" and "memory" args of a memcpy row from its name ("Memcpy HtoD
-    (Pageable -> Device)"); returns its stage code."""
+@lru_cache(maxsize=256)  # a trace names its copies a handful of ways, thousands of times
+def _copy_named(name: str) -> tuple[int, str, str]:
+    """(stage code, "copy", "memory") of a memcpy from its name ("Memcpy HtoD (Pageable ->
+    Device)"); the args stay unset ("") for a name that does not say."""
     match = MEMCPY.match(name)
     if not match:
-        return -1
+        return -1, "", ""
     direction, src, dst = match.groups()
-    args.copy, args.memory = direction, copy_memory(src, dst)
-    return STAGES.index(MEMCPY_STAGE.get(direction, "inference"))
+    return STAGES.index(MEMCPY_STAGE.get(direction, "inference")), direction, copy_memory(src, dst)
 
 
 def _gpu_lanes(args: list[_Args], pids: list, tids: list) -> tuple[np.ndarray, np.ndarray]:

@@ -41,6 +41,9 @@ def main(argv: list[str], prog: str = "prof import") -> int:
     warnings = build_timeline(session)
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
+    if session.timeline.empty:  # every file was recognised, none could be read (the warnings say why)
+        print(f"prof import: nothing ingested; the files are kept in {out / 'raw'}", file=sys.stderr)
+        return 2
     counts = session.timeline.groupby("source", observed=True).size()
     summary = ", ".join(f"{source} {count:,}" for source, count in counts.items())
     print(f"session {out}: {len(session.timeline):,} events ({summary})")

@@ -105,3 +105,11 @@ def test_import_with_nothing_importable_exits_2(tmp_path: Path) -> None:
     result = prof("import", str(tmp_path / "missing.json"), "--out", str(tmp_path / "s"))
     assert result.returncode == 2
     assert "missing.json" in result.stderr and "nothing imported" in result.stderr
+
+
+def test_import_that_ingests_nothing_exits_2_with_the_reason(tmp_path: Path, monkeypatch) -> None:
+    """A recognised trace that cannot be read (here: a bad PROF_INGEST_WORKERS) is no silent empty session."""
+    monkeypatch.setenv("PROF_INGEST_WORKERS", "many")
+    result = prof("import", str(DATA / "alexnet_a100_pageable_sync.json.gz"), "--out", str(tmp_path / "s"))
+    assert result.returncode == 2
+    assert "PROF_INGEST_WORKERS='many'" in result.stderr and "nothing ingested" in result.stderr

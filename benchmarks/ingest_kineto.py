@@ -61,7 +61,8 @@ def main() -> int:
     for repeat in range(args.repeats):
         order = list(runs) if repeat % 2 == 0 else list(reversed(runs))  # alternated: neither always runs first
         for name in order:
-            seconds, rows[name] = timed(*runs[name][:2], args.trace, runs[name][2])
+            python, snippet, workers = runs[name]
+            seconds, rows[name] = timed(python, snippet, args.trace, workers)
             times[name].append(seconds)
     base = statistics.median(times["HTA 0.5.0"])
     print(f"{args.trace.name}, {args.repeats} alternated repeats, parse time in a fresh interpreter; "

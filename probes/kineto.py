@@ -47,31 +47,36 @@ def ingest_kineto(path: Path | str) -> KinetoTrace:
     try:
         return decode_typed(raw)
     except NotTyped:
-        return _ingest_generic(read_trace_json(path))
+        return _ingest_generic(read_trace_json(path, raw))  # the bytes already read, not the file again
 
 
 def load_json_file(path: Path | str) -> tuple[bytes, object]:
     """(decompressed bytes, parsed JSON) of a plain or gzipped JSON file (ISA-L inflates two to
     three times as fast as zlib). Raises OSError, EOFError or ValueError as reading, gunzip or
     parsing fail."""
-    raw = Path(path).read_bytes()
+    return _parsed(Path(path).read_bytes())
+
+
+def read_trace_json(path: Path | str, raw: bytes | None = None) -> dict:
+    """The kineto document of the file at ``path`` (whose bytes are ``raw`` where given)."""
+    path = Path(path)
+    try:
+        _, document = _parsed(path.read_bytes() if raw is None else raw)
+    except (OSError, EOFError, ValueError) as exc:
+        raise KinetoError(f"{path}: not a readable kineto trace ({exc})") from None
+    if not isinstance(document, dict) or not isinstance(document.get("traceEvents"), list):
+        raise KinetoError(f"{path}: no traceEvents array: not a kineto/Chrome trace")
+    return document
+
+
+def _parsed(raw: bytes) -> tuple[bytes, object]:
+    """(the JSON text, its value) of a file's bytes, gunzipped if they are gzip."""
     if raw[:2] == b"\x1f\x8b":
         try:
             raw = igzip.decompress(raw)
         except IsalError as exc:  # a corrupt stream
             raise ValueError(f"corrupt gzip data ({exc})") from None
     return raw, orjson.loads(raw)
-
-
-def read_trace_json(path: Path | str) -> dict:
-    path = Path(path)
-    try:
-        _, document = load_json_file(path)
-    except (OSError, EOFError, ValueError) as exc:
-        raise KinetoError(f"{path}: not a readable kineto trace ({exc})") from None
-    if not isinstance(document, dict) or not isinstance(document.get("traceEvents"), list):
-        raise KinetoError(f"{path}: no traceEvents array: not a kineto/Chrome trace")
-    return document
 
 
 def _ingest_generic(document: dict) -> KinetoTrace:

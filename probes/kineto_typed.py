@@ -177,7 +177,8 @@ def _decode(raw: bytes, workers: int, stack: ExitStack) -> tuple[_Columns, _Docu
     return columns, document
 
 
-def _decode_share(raw: bytes, columns: _Columns, rank: int, workers: int) -> _Document:
+def _decode_share(raw: bytes, columns: _Columns, rank: int, workers: int) -> _Document | None:
+    """Decodes the batches of ``rank``'s share into ``columns``; returns the document (rank 0 only)."""
     return decode_in_batches(text_pieces(raw), KEY, _BATCH_DECODER, _DECODER, columns.add, (rank, workers))
 
 
@@ -265,9 +266,7 @@ class _Columns:
         return processes, threads
 
     def frame(self, base_ns: int) -> pd.DataFrame:
-        batches = [batch for _, batch in sorted(self.batches, key=itemgetter(0))]
-        columns = _Batch(*(np.concatenate(parts) if isinstance(parts[0], np.ndarray) else pa.concat_arrays(parts)
-                           for parts in zip(*batches)))
+        columns = _joined([batch for _, batch in sorted(self.batches, key=itemgetter(0))])
         np.add(columns.ts_ns, base_ns, out=columns.ts_ns)
         return make_events(ts_ns=columns.ts_ns, source=SOURCE, kind="span",
                            name=_sorted_categorical(columns.names, list(self.name_codes)),
@@ -279,10 +278,8 @@ class _Columns:
         """This share's columns as one Arrow IPC stream, for the process that joins the shares:
         the columns, and in the schema's metadata the names the codes stand for, each batch's
         index and length, and the process and thread names read."""
-        parts = [batch for _, batch in self.batches] or [_EMPTY]
-        record = pa.record_batch(
-            [pa.array(np.concatenate(column)) if isinstance(column[0], np.ndarray) else pa.concat_arrays(column)
-             for column in zip(*parts)], names=list(_Batch._fields))
+        joined = _joined([batch for _, batch in self.batches] or [_EMPTY])
+        record = pa.record_batch([pa.array(column) for column in joined], names=list(_Batch._fields))
         about = {"names": list(self.name_codes), "named": self.named,
                  "batches": [(index, len(batch.ts_ns)) for index, batch in self.batches]}
         record = record.replace_schema_metadata({"prof": msgspec.json.encode(about)})
@@ -293,18 +290,22 @@ class _Columns:
 
     def join_ipc(self, data: bytes) -> None:
         """Adds the share another process read (``to_ipc``), its name codes mapped onto ours."""
-        table = pa.ipc.open_stream(data).read_all().combine_chunks()
-        about = msgspec.json.decode(table.schema.metadata[b"prof"])
+        record = pa.ipc.open_stream(data).read_next_batch()  # to_ipc writes exactly one
+        about = msgspec.json.decode(record.schema.metadata[b"prof"])
         ours = np.fromiter(map(self.name_codes.__getitem__, about["names"]), np.int32, len(about["names"]))
-        columns = [table.column(name).chunk(0) if table.column(name).num_chunks else pa.array([], pa.large_binary())
-                   for name in _Batch._fields]
-        columns = [column.to_numpy() if name != "args" else column for name, column in zip(_Batch._fields, columns)]
-        columns[_Batch._fields.index("names")] = ours[columns[_Batch._fields.index("names")]]
+        theirs = _Batch(*(column.to_numpy() for column in record.columns[:-1]), record.column("args"))
+        columns = theirs._replace(names=ours[theirs.names])
         start = 0
         for index, length in about["batches"]:
             self.batches.append((index, _Batch(*(column[start:start + length] for column in columns))))
             start += length
         self.named.extend((index, pid, tid, name) for index, pid, tid, name in about["named"])
+
+
+def _joined(batches: list[_Batch]) -> _Batch:
+    """The batches' columns end to end."""
+    return _Batch(*(np.concatenate(parts) if isinstance(parts[0], np.ndarray) else pa.concat_arrays(parts)
+                    for parts in zip(*batches)))
 
 
 _EMPTY = _Batch(np.empty(0, np.int8), *(np.empty(0, np.int64) for _ in range(4)), np.empty(0, np.int32),

@@ -6,7 +6,7 @@ fresh interpreter and HTA's ``parse_trace_dataframe`` in its own, timing the par
 runs twice per repeat: as shipped (the batches shared among one process per usable core when
 the trace is big enough) and held to one process (``PROF_INGEST_WORKERS=1``).
 
-    .venv/bin/python benchmarks/ingest_kineto.py [--trace ../shared/data/kineto/a100_train_rank0.json.gz]
+    .venv/bin/python benchmarks/ingest_kineto.py [--trace tests/data/kineto/a100_train_rank0.json.gz]
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ def timed(python: Path | str, snippet: str, trace: Path, workers: str | None = N
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--trace", type=Path, default=ROOT.parent / "shared/data/kineto/a100_train_rank0.json.gz")
+    parser.add_argument("--trace", type=Path, default=ROOT / "tests/data/kineto/a100_train_rank0.json.gz")
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     hta = hta_python()

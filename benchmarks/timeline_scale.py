@@ -24,7 +24,7 @@ STEP = """
 import resource, sys, time
 from pathlib import Path
 from profiler.session import Session, load
-from profiler.ingest import build_timeline
+from profiler.session import build_timeline
 from profiler.renderers.chrome import write_chrome_trace
 path = Path(sys.argv[1])
 t = time.perf_counter()

@@ -88,7 +88,7 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3, help="openings of each kind, the kinds taking turns")
     args = parser.parse_args()
     from benchmarks.timeline_scale import make_session
-    from profiler.ingest import build_timeline
+    from profiler.session import build_timeline
     from profiler.session import load
 
     with tempfile.TemporaryDirectory() as scratch:

@@ -31,6 +31,7 @@ from typing import Iterable, Protocol
 import numpy as np
 import pandas as pd
 
+from profiler.atomic import atomic_path
 from profiler.clock import ClockAnchor, best_anchor
 from profiler.timeline import make_events, merge_events
 
@@ -208,9 +209,8 @@ class SpanRecorder:
         }
         self._used = 0
         path = self.out_dir / f"spans-{self.pid}-{next(self._file_seq):05d}.npz"
-        tmp = self.out_dir / f".{path.stem}.tmp.npz"  # never matches the spans-*.npz glob
-        np.savez(tmp, meta=np.array(json.dumps(meta)), request_ids=request_ids, **columns)
-        os.replace(tmp, path)
+        with atomic_path(path, suffix=".npz") as tmp:  # a hidden name: never matches the spans-*.npz glob
+            np.savez(tmp, meta=np.array(json.dumps(meta)), request_ids=request_ids, **columns)
         return path
 
 

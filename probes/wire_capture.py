@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from profiler.atomic import atomic_write_text
 from probes.httpflow import Exchange, FlowCounters, HttpConnection
 from probes.netcap import CaptureError, PacketSocket, Segment, TcpStream, decode_segment, listening_ports
 
@@ -205,9 +206,7 @@ def _stop_flag() -> dict[str, bool]:
 
 
 def _write_stats(out_dir: Path, stats: dict) -> None:
-    tmp = out_dir / (STATS + ".tmp")
-    tmp.write_text(json.dumps(stats, indent=1))
-    os.replace(tmp, out_dir / STATS)
+    atomic_write_text(out_dir / STATS, json.dumps(stats, indent=1))
 
 
 def main(argv: list[str] | None = None) -> int:

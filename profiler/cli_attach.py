@@ -10,6 +10,13 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
+from profiler.analysis.calibration_policy import CalibrationPolicy
+from profiler.analysis.diagnose import diagnose
+from profiler.session import build_timeline
+from profiler.renderers.report import gain_text
+from profiler.report_store import save_report
+from profiler.summary import print_summary
+
 EXAMPLES = """examples:
   prof attach 4242                         20 s of py-spy, psutil (and NVML on a GPU host)
   prof attach 4242 --duration 60 --pyspy-rate 50 --out prof-out/api
@@ -141,10 +148,8 @@ def _collect(collector, duration: float, console: Console, quiet: bool) -> str:
 
 
 def finish(session, outcome: str, console: Console) -> int:
-    """Merge what was collected, print the summary; exit code 130 when interrupted."""
-    from profiler.ingest import build_timeline
-    from profiler.summary import print_summary, summarize
-
+    """Merge what was collected, diagnose, print the summary and the bottleneck; exit code 130
+    when interrupted."""
     if outcome == "target-exited":
         session.add_note("the target exited during collection; the session holds what was collected until then")
     elif outcome == "interrupted":
@@ -153,27 +158,38 @@ def finish(session, outcome: str, console: Console) -> int:
     session.save_meta()
     with console.status("merging the timeline"):
         build_timeline(session)
-    print_summary(summarize(session), console, session.path)
-    headline(session.path, console)
+    report = diagnosed(session, console)
+    if report is not None:
+        print_summary(report, session.meta, event_counts(session), console, session.path)
+        headline(report, console)
     return 130 if outcome == "interrupted" else 0
 
 
-def headline(path, console: Console) -> None:
-    """Diagnose the fresh session (cached calibration only, never a measurement), keep the
-    report beside it so ``prof report``/``prof tui`` open at once, and print its first finding.
-    The session is already safe on disk: a failure or Ctrl-C here costs only the headline."""
-    from profiler.cli_tui import diagnose_session
-    from profiler.renderers.report import gain_text
+def event_counts(session) -> dict[str, int]:
+    counts = session.timeline["source"].value_counts()
+    return {str(k): int(v) for k, v in counts.items() if v}
 
+
+def diagnosed(session, console: Console):
+    """The fresh session's report (cached calibration only, never a measurement), saved beside
+    it so ``prof report``/``prof tui`` open at once. The session is already safe on disk: a
+    failure or Ctrl-C here costs only the summary, and says so."""
     try:
         with console.status("diagnosing"):
-            report = diagnose_session(path)
+            report = diagnose(session, CalibrationPolicy("cached"))
     except KeyboardInterrupt:
-        console.print("diagnosis skipped (interrupted); prof report runs it", highlight=False, markup=False)
-        return
-    except Exception as exc:  # the collection is saved; say why the headline is missing
+        console.print(f"diagnosis skipped (interrupted); prof report {session.path} runs it", highlight=False,
+                      markup=False)
+        return None
+    except Exception as exc:  # the collection is saved; say why the summary is missing
         console.print(Text.assemble(("diagnosis failed: ", "yellow"), f"{type(exc).__name__}: {exc}"))
-        return
+        return None
+    save_report(session.path, report)
+    return report
+
+
+def headline(report, console: Console) -> None:
+    """The report's first finding in one line."""
     if not report.findings:
         console.print("[green]no finding:[/green] no rule saw a bottleneck in the measured evidence")
         return

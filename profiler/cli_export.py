@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 from pathlib import Path
+
+from profiler.atomic import atomic_open, atomic_write_bytes
+from profiler.renderers.chrome import process_names, write_chrome_trace
+from profiler.renderers.speedscope import render_speedscope
+from profiler.session import SessionError, atomic_write_parquet, load
 
 EXPORT_EXAMPLES = """examples:
   prof export prof-out/run-20261122-101500 --chrome trace.json     open in https://ui.perfetto.dev
@@ -29,8 +32,6 @@ def main(argv: list[str], prog: str = "prof export") -> int:
     args = parser.parse_args(argv)
     if not (args.chrome or args.speedscope or args.parquet):
         parser.error("choose at least one of --chrome, --speedscope, --parquet")
-    from profiler.session import SessionError, atomic_write_parquet, load
-
     try:
         session = load(args.session)
     except SessionError as exc:
@@ -38,21 +39,17 @@ def main(argv: list[str], prog: str = "prof export") -> int:
         return 2
     try:
         if args.chrome:
-            from profiler.renderers.chrome import write_chrome_trace
-
-            _atomic(args.chrome, lambda out: write_chrome_trace(session.timeline, out, session.stacks,
-                                                                _process_names(session)))
+            with atomic_open(args.chrome) as out:
+                write_chrome_trace(session.timeline, out, session.stacks, process_names(session.meta))
             print(f"chrome trace: {args.chrome} ({len(session.timeline):,} events; open in ui.perfetto.dev)")
         if args.speedscope:
-            from profiler.renderers.speedscope import render_speedscope
-
             samples = session.timeline[session.timeline["kind"] == "sample"]
             if samples.empty:
                 print("prof export: no py-spy samples in this session: no speedscope file written",
                       file=sys.stderr)
                 return 2
             data = render_speedscope(session.timeline, session.stacks, name=session.path.name)
-            _atomic(args.speedscope, lambda out: out.write(data))
+            atomic_write_bytes(args.speedscope, data)
             print(f"speedscope: {args.speedscope}")
         if args.parquet:
             atomic_write_parquet(session.timeline, args.parquet)
@@ -61,31 +58,6 @@ def main(argv: list[str], prog: str = "prof export") -> int:
         print(f"prof export: cannot write {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
         return 2
     return 0
-
-
-def _process_names(session) -> dict[int, str]:
-    names = {}
-    server = session.meta.get("server") or {}
-    if server.get("pid"):
-        names[int(server["pid"])] = "sample server"
-    target = session.meta.get("target") or {}
-    if target.get("pid") and target.get("name"):
-        names[int(target["pid"])] = str(target["name"])
-    return names
-
-
-def _atomic(path: Path, write) -> None:
-    """Write through a temp file beside ``path`` and rename: never a half-written export."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent if str(path.parent) else ".")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            write(out)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def diff_main(argv: list[str], prog: str = "prof diff") -> int:
@@ -98,15 +70,14 @@ def diff_main(argv: list[str], prog: str = "prof diff") -> int:
     args = parser.parse_args(argv)
     from rich.console import Console
 
-    from profiler.diff import diff_sessions, print_diff
-    from profiler.session import SessionError, load
+    from profiler.diff import diff_figures, print_diff, session_figures
 
     try:
-        a, b = load(args.a), load(args.b)
+        a, b = session_figures(args.a), session_figures(args.b)
     except SessionError as exc:
         print(f"prof diff: {exc}", file=sys.stderr)
         return 2
-    print_diff(diff_sessions(a, b, args.top), Console(), args.a, args.b)
+    print_diff(diff_figures(a, b, args.top), Console(), args.a, args.b)
     return 0
 
 

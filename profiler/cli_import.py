@@ -7,6 +7,11 @@ import sys
 import time
 from pathlib import Path
 
+from rich.console import Console
+
+from profiler.cli_attach import diagnosed, event_counts, headline
+from profiler.session import Session, SessionError, build_timeline, import_files
+
 EXAMPLES = """examples:
   prof import ort_profile.json --out prof-out/imported
   prof import trace.json.gz pyspy.json --out prof-out/mixed
@@ -22,9 +27,6 @@ def main(argv: list[str], prog: str = "prof import") -> int:
     parser.add_argument("files", nargs="+", type=Path, help="trace files (format detected from content)")
     parser.add_argument("--out", type=Path, help="session directory (default prof-out/import-<time>)")
     args = parser.parse_args(argv)
-
-    from profiler.ingest import build_timeline, import_files
-    from profiler.session import Session, SessionError
 
     out = args.out or Path("prof-out") / f"import-{time.strftime('%Y%m%d-%H%M%S')}"
     try:
@@ -44,12 +46,10 @@ def main(argv: list[str], prog: str = "prof import") -> int:
     if session.timeline.empty:  # every file was recognised, none could be read (the warnings say why)
         print(f"prof import: nothing ingested; the files are kept in {out / 'raw'}", file=sys.stderr)
         return 2
-    counts = session.timeline.groupby("source", observed=True).size()
-    summary = ", ".join(f"{source} {count:,}" for source, count in counts.items())
-    print(f"session {out}: {len(session.timeline):,} events ({summary})")
-    from rich.console import Console
-
-    from profiler.cli_attach import headline
-
-    headline(session.path, Console())  # saves report.json: prof report/tui open the session at once
+    counts = event_counts(session)
+    print(f"session {out}: {len(session.timeline):,} events ({', '.join(f'{s} {n:,}' for s, n in counts.items())})")
+    console = Console()
+    report = diagnosed(session, console)  # saves report.json: prof report/tui open the session at once
+    if report is not None:
+        headline(report, console)
     return 1 if errors else 0

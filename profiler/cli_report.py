@@ -4,9 +4,17 @@ with evidence, fix and estimated gain; then the stage breakdown and the hotspots
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
+
+from rich.console import Console
+
+from profiler.analysis.attribution import load_signatures
+from profiler.analysis.calibration_policy import CalibrationPolicy
+from profiler.analysis.diagnose import diagnose
+from profiler.renderers.report import render_json, render_markdown, render_text
+from profiler.report_store import save_report
+from profiler.session import SessionError, load
 
 EXAMPLES = """examples:
   prof report prof-out/run-20261123-101500               findings, stages and hotspots
@@ -42,69 +50,27 @@ def build_parser(prog: str = "prof report") -> argparse.ArgumentParser:
     return parser
 
 
-def calibration_threads(session, threads: int | None = None) -> int:
-    """The thread count to calibrate at: ``threads`` if given, else the sample server's own
-    intra-op threads (its default, 0, is one per core), else 1 for a server prof did not write."""
-    if threads is not None:
-        return threads
-    server = session.meta.get("server")
-    knobs = list((server or {}).get("knobs") or [])
-    if "--intra-op-threads" in knobs:
-        chosen = int(knobs[knobs.index("--intra-op-threads") + 1])
-        if chosen:
-            return chosen
-    return (os.cpu_count() or 1) if server else 1
-
-
-def calibration_loader(session, threads: int | None, quiet: bool, model: Path | None = None):
-    """A loader that times the model — the sample one, or ``model`` — on first use (cached per
-    host and artifact)."""
-    from rich.console import Console
-
-    from profiler.analysis.calibration import load_or_calibrate
-
-    threads = calibration_threads(session, threads)
-    status = Console(stderr=True)
-
-    def load():
-        if quiet:
-            return load_or_calibrate(threads=threads, model=model)
-        with status.status(f"calibrating {model or 'the sample model'} on this host ({threads} thread(s); "
-                           "cached afterwards)"):
-            return load_or_calibrate(threads=threads, model=model)
-
-    return load
+def policy_from_args(args: argparse.Namespace, quiet: bool) -> CalibrationPolicy:
+    """The calibration policy a report's options ask for (a spinner while measuring unless quiet)."""
+    if args.no_calibration:
+        return CalibrationPolicy.off()
+    status = None if quiet else Console(stderr=True).status
+    return CalibrationPolicy("measure", args.calibration_threads, getattr(args, "model", None), status=status)
 
 
 def main(argv: list[str], prog: str = "prof report") -> int:
     args = build_parser(prog).parse_args(argv)
-    from rich.console import Console
-
-    from profiler.analysis.diagnose import diagnose
-    from profiler.renderers.report import render_json, render_markdown, render_text
-    from profiler.session import SessionError, load
-
     errors = Console(stderr=True, soft_wrap=True)  # an error stays one line, however long
     try:
         session = load(args.session)
-        if args.signatures:
-            os.environ["PROF_SIGNATURES"] = os.pathsep.join(
-                [*map(str, args.signatures), *filter(None, [os.environ.get("PROF_SIGNATURES")])])
-        from profiler.analysis.attribution import load_signatures
-
-        load_signatures()  # a bad signature file is the user's error: say so before analysing
+        load_signatures(args.signatures)  # a bad signature file is the user's error: say so before analysing
         if args.model is not None and (not args.model.is_file() or args.model.suffix.lower() != ".onnx"):
             raise ValueError(f"--model {args.model}: not an .onnx file")
     except (SessionError, ValueError, OSError) as exc:
         errors.print(f"{prog}: {exc}", highlight=False, markup=False)
         return 2
-    loader = None if args.no_calibration else calibration_loader(session, args.calibration_threads,
-                                                                 quiet=args.json or args.markdown, model=args.model)
-    report = diagnose(session, calibration_loader=loader)
-    if not args.signatures:  # the viewer opens at once on a saved report of the default signatures
-        from profiler.cli_tui import save_report
-
-        save_report(session.path, report)
+    report = diagnose(session, policy_from_args(args, quiet=args.json or args.markdown), args.signatures)
+    save_report(session.path, report)  # with the signatures it used: the viewer reuses it only for the same
     if args.json:
         sys.stdout.write(render_json(report) + "\n")
     elif args.markdown:

@@ -37,8 +37,9 @@ def build_parser(prog: str = "prof verify") -> argparse.ArgumentParser:
 def main(argv: list[str], prog: str = "prof verify") -> int:
     args = build_parser(prog).parse_args(argv)
     from rich.console import Console
+
+    from profiler.analysis.calibration_policy import CalibrationPolicy
     from profiler.analysis.diagnose import diagnose
-    from profiler.cli_report import calibration_loader
     from profiler.session import SessionError, load
     from profiler.verify import AGREEMENT, run_verification, variants_for
 
@@ -54,8 +55,9 @@ def main(argv: list[str], prog: str = "prof verify") -> int:
     except (SessionError, ValueError) as exc:
         errors.print(f"{prog}: {exc}", highlight=False, markup=False)
         return 2
-    loader = None if args.no_calibration else calibration_loader(session, None, quiet=args.json)
-    findings = diagnose(session, calibration_loader=loader).findings
+    policy = CalibrationPolicy.off() if args.no_calibration else CalibrationPolicy(
+        "measure", status=None if args.json else Console(stderr=True).status)
+    findings = diagnose(session, policy).findings
     if args.rules:
         wanted = {r.strip() for r in args.rules.split(",")}
         findings = [f for f in findings if f.rule in wanted]
@@ -95,6 +97,7 @@ def comparison_table(outcomes, title: str):
                                                   f"[yellow]off by {o.error:+.0%}[/yellow]")
         table.add_row(o.rule, o.change, estimated, f"x{o.measured_x:.2f}", p50, verdict)
     return table
+
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))

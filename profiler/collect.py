@@ -17,12 +17,9 @@ import psutil
 
 from probes import agent as agent_probe
 from probes import nvml, proc, pyspy, wire
+from probes.registry import DEFAULT_PROBES, PROBES
 from profiler.session import Session
 
-PROBES = ("pyspy", "proc", "nvml", "http", "stages", "framework")
-# Chosen on the evidence of benchmarks/overhead.py (see README): the default set costs at most
-# 2% of the sample server's throughput on a 2-core machine. ORT per-node profiling is opt-in.
-DEFAULT_PROBES = frozenset({"pyspy", "proc", "nvml", "http", "stages"})
 DEFAULT_PYSPY_RATE = 20
 
 

@@ -14,7 +14,6 @@ import pandas as pd
 import pyarrow as pa
 
 from probes import kineto, loadgen, nvml, ort, proc, pyspy, scalene, stages, wire
-from profiler.session import Session, safe_child
 from profiler.timeline import StackTable, make_events, merge_events
 
 
@@ -99,15 +98,6 @@ INGESTERS: dict[str, Callable[[Path, StackTable], IngestResult]] = {
 }
 
 
-def build_timeline(session: Session) -> list[str]:
-    """Ingest every ``raw/<probe>`` of the session, merge, save. Returns the warnings."""
-    events, stacks, warnings = ingest_raw(session.path / "raw")
-    session.save_timeline(events, stacks)
-    for warning in warnings:
-        session.add_note(warning)
-    return warnings
-
-
 def ingest_raw(raw: Path) -> tuple[pd.DataFrame, StackTable, list[str]]:
     """Every probe directory under ``raw`` -> (merged events, stack table, warnings)."""
     _return_big_frees_to_the_os()
@@ -177,30 +167,3 @@ def detect_format(document: object) -> str:
             return "pyspy"
     raise ValueError("not an ONNX Runtime profile, a kineto/torch trace, a py-spy chrometrace or speedscope "
                      "file, or a Scalene profile")
-
-
-def import_files(paths: list[Path], session: Session) -> tuple[list[Path], list[str]]:
-    """Copy recognised trace files into the session's raw dirs; return (imported, errors).
-
-    Copies get fresh names (``imported-N-<name>``) so files with the same name, or a second
-    import into the same session, never overwrite each other. Each file is read once and
-    stored decompressed, which is how the ingesters read them.
-    """
-    imported, errors = [], []
-    for path in paths:
-        try:
-            data, document = read_trace_file(path)
-            probe = detect_format(document)
-        except ValueError as exc:
-            errors.append(f"{path}: {exc}")
-            continue
-        suffix = ".json"
-        if probe == "speedscope":
-            probe, suffix = "pyspy", ".speedscope.json"
-        directory = session.raw_dir(probe)
-        stem = path.name.removesuffix(".gz").removesuffix(".json")
-        n = len(list(directory.glob("imported-*")))
-        target = safe_child(directory, f"imported-{n}-{stem}{suffix}")
-        target.write_bytes(data)  # stored decompressed, as read
-        imported.append(target)
-    return imported, errors

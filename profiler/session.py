@@ -20,7 +20,6 @@ import os
 import platform
 import socket
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +29,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from profiler.atomic import atomic_path, atomic_write_bytes
 from profiler.clock import ClockAnchor, best_anchor, drift_ns
 from profiler.timeline import StackTable, empty_events, validate
 
@@ -46,29 +46,10 @@ class SessionError(RuntimeError):
 
 
 ROW_GROUP = 1 << 18
-FILE_MODE = 0o644  # mkstemp creates 0600; session files are ordinary files
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, FILE_MODE)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def atomic_write_parquet(frame: pd.DataFrame, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         # Written in row groups of a quarter million rows, so the writer never buffers a whole
         # million-event table in compressed form on top of the frame itself.
         # Each row group is converted to Arrow on its own, so at most one group's Arrow copy
@@ -79,11 +60,6 @@ def atomic_write_parquet(frame: pd.DataFrame, path: Path) -> None:
             for start in range(0, max(len(frame), 1), ROW_GROUP):
                 writer.write_table(pa.Table.from_pandas(frame.iloc[start:start + ROW_GROUP], schema=schema,
                                                         preserve_index=False))
-        os.chmod(tmp, FILE_MODE)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def safe_child(base: Path, *parts: str) -> Path:
@@ -206,3 +182,51 @@ def load(path: Path | str, rebuild: bool = True) -> Session:
         session.stacks = StackTable.from_frames(pd.read_parquet(path / STACK_FRAMES),
                                                 pd.read_parquet(path / STACK_NODES))
     return session
+
+
+def build_timeline(session: Session) -> list[str]:
+    """Ingest every ``raw/<probe>`` of the session, merge, save. Returns the warnings. The
+    profiled threads' Python names (from py-spy's dumps) go into the session's metadata, so no
+    reader of the session opens ``raw/`` for them."""
+    from profiler.ingest import ingest_raw  # probes' readers: only when a timeline is built
+
+    events, stacks, warnings = ingest_raw(session.path / "raw")
+    session.save_timeline(events, stacks)
+    from probes.pyspy import thread_names
+
+    names = thread_names(session.path / "raw" / "pyspy")
+    if names:
+        session.meta["thread_names"] = {str(tid): name for tid, name in sorted(names.items())}
+        session.save_meta()
+    for warning in warnings:
+        session.add_note(warning)
+    return warnings
+
+
+def import_files(paths: list[Path], session: Session) -> tuple[list[Path], list[str]]:
+    """Copy recognised trace files into the session's raw dirs; return (imported, errors).
+
+    Copies get fresh names (``imported-N-<name>``) so files with the same name, or a second
+    import into the same session, never overwrite each other. Each file is read once and
+    stored decompressed, which is how the ingesters read them.
+    """
+    from profiler.ingest import detect_format, read_trace_file
+
+    imported, errors = [], []
+    for path in paths:
+        try:
+            data, document = read_trace_file(path)
+            probe = detect_format(document)
+        except ValueError as exc:
+            errors.append(f"{path}: {exc}")
+            continue
+        suffix = ".json"
+        if probe == "speedscope":
+            probe, suffix = "pyspy", ".speedscope.json"
+        directory = session.raw_dir(probe)
+        stem = path.name.removesuffix(".gz").removesuffix(".json")
+        n = len(list(directory.glob("imported-*")))
+        target = safe_child(directory, f"imported-{n}-{stem}{suffix}")
+        target.write_bytes(data)  # stored decompressed, as read
+        imported.append(target)
+    return imported, errors

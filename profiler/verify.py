@@ -10,10 +10,9 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Callable
 
-import numpy as np
-
 from profiler.analysis.model import Finding
 from samples.loadgen.runner import LoadRunner, LoadSpec
+from samples.loadgen.summary import records_figures
 from samples.loadgen.workload import ImageMix
 from samples.sample_server.process import ServerProcess
 
@@ -96,11 +95,8 @@ def measure(variant: Variant, duration_s: float, warmup_s: float) -> tuple[float
                        [f.strip() for f in str(load.get("formats", "jpeg")).split(",")],
                        float(load.get("duplicates", 0.0)), int(load.get("seed", 0)))
         state = asyncio.run(LoadRunner(spec, mix).run())
-    ok = [r for r in state.records if not r.warmup and r.status == 200]
-    if not ok:
-        return 0.0, float("nan")
-    first, last = min(r.start_ns for r in ok), max(r.start_ns + r.latency_ns for r in ok)
-    return len(ok) / ((last - first) / 1e9), float(np.median([r.latency_ns / 1e6 for r in ok]))
+    figures = records_figures(state.records)
+    return figures.throughput_rps, figures.percentile(50)
 
 
 def run_verification(variants: list[Variant], rounds: int, duration_s: float, warmup_s: float,

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from profiler.analysis.model import Finding
-from profiler.cli_tui import cached_report
+from profiler.report_store import current_report as cached_report
 
 PROF = [sys.executable, "-m", "profiler.cli"]
 

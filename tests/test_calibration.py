@@ -141,14 +141,14 @@ def test_a_failing_measurement_process_raises_calibration_error(artifact_cache: 
 
 
 def test_the_calibration_thread_count_follows_the_server(monkeypatch: pytest.MonkeyPatch) -> None:
-    from types import SimpleNamespace
-
-    from profiler.cli_report import calibration_threads
+    from profiler.analysis.calibration_policy import CalibrationPolicy
 
     monkeypatch.setattr("os.cpu_count", lambda: 2)
-    sample = SimpleNamespace(meta={"server": {"knobs": ["--intra-op-threads", "1", "--max-batch", "4"]}})
-    assert calibration_threads(sample) == 1  # prof report, prof tui and the end of prof run agree
-    assert calibration_threads(SimpleNamespace(meta={"server": {"knobs": ["--intra-op-threads", "0"]}})) == 2
-    assert calibration_threads(SimpleNamespace(meta={"server": {"knobs": []}})) == 2  # one per core by default
-    assert calibration_threads(SimpleNamespace(meta={})) == 1  # a server prof did not write
-    assert calibration_threads(sample, 3) == 3
+    policy = CalibrationPolicy("cached")  # prof report, prof tui and the end of prof run share the policy
+    sample = {"server": {"knobs": ["--intra-op-threads", "1", "--max-batch", "4"]}}
+    assert policy.threads_for(sample) == 1
+    assert policy.threads_for({"server": {"knobs": ["--intra-op-threads", "0"]}}) == 2
+    assert policy.threads_for({"server": {"knobs": []}}) == 2  # one per core by default
+    assert policy.threads_for({}) == 1  # a server prof did not write
+    assert CalibrationPolicy("cached", threads=3).threads_for(sample) == 3
+    assert CalibrationPolicy.off().loader(sample) is None

@@ -17,8 +17,9 @@ from probes.pyspy import PySpyOptions, PySpyRecorder
 from probes.scalene import run_under_scalene
 from profiler.renderers.speedscope import render_speedscope
 from samples.model.artifacts import BuildSettings, ensure_artifact
+from tests.data import KINETO_DATA
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "kineto"
+DATA = KINETO_DATA
 
 
 def prof(*args: str) -> subprocess.CompletedProcess:
@@ -55,8 +56,7 @@ def test_import_detects_each_format_and_reports_broken_files(inputs, tmp_path: P
     unknown = tmp_path / "unknown.json"
     unknown.write_text('{"hello": "world"}')
     files = [inputs["ort"], inputs["pyspy"], inputs["scalene"], broken, unknown]
-    if DATA.is_dir():
-        files.append(DATA / "alexnet_a100_pageable_sync.json.gz")
+    files.append(DATA / "alexnet_a100_pageable_sync.json.gz")
     out = tmp_path / "session"
     result = prof("import", *map(str, files), "--out", str(out))
     assert result.returncode == 1, result.stderr  # some files skipped, the rest imported
@@ -66,13 +66,12 @@ def test_import_detects_each_format_and_reports_broken_files(inputs, tmp_path: P
     session = profiler.load(out)
     sources = set(session.timeline["source"].unique())
     assert {"ort", "pyspy", "scalene"} <= sources
-    if DATA.is_dir():
-        assert "torch" in sources
+    assert "torch" in sources
     assert f"session {out}" in result.stdout
 
 
 def test_import_of_a_gpu_trace_prints_its_bottleneck_and_saves_the_report(tmp_path: Path) -> None:
-    from profiler.cli_tui import cached_report
+    from profiler.report_store import current_report as cached_report
 
     out = tmp_path / "session"
     result = prof("import", str(DATA / "alexnet_a100_pageable_sync.json.gz"), "--out", str(out))

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
@@ -10,8 +9,9 @@ from profiler.renderers.chrome import render_chrome_trace
 from profiler.renderers.speedscope import render_speedscope
 from profiler.timeline import StackTable, make_events, merge_events
 from tests.chrome_trace_validator import validate_chrome_trace
+from tests.data import KINETO_DATA
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "kineto"
+DATA = KINETO_DATA
 T0 = 1_700_000_000_000_000_000
 
 
@@ -67,7 +67,6 @@ def test_validator_catches_broken_nesting_and_missing_metadata() -> None:
     assert any("flow 9" in p for p in problems)
 
 
-@pytest.mark.skipif(not DATA.is_dir(), reason=f"real traces not present at {DATA}")
 def test_real_gpu_trace_exports_to_a_valid_chrome_trace() -> None:
     trace_in = ingest_kineto(DATA / "alexnet_a100_pageable_sync.json.gz")
     trace = json.loads(render_chrome_trace(trace_in.events))

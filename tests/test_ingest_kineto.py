@@ -1,4 +1,4 @@
-"""Real A100/V100 kineto traces from ../shared/data/kineto (Holistic Trace Analysis test data)."""
+"""Real A100/V100 kineto traces from tests/data/kineto (Holistic Trace Analysis test data, MIT)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import gzip
 import json
 import os
 from collections import Counter
-from pathlib import Path
 
 import pytest
 
@@ -15,9 +14,9 @@ from probes.forked import ChildRefused, fork_available, usable_cores
 from probes.kineto import KinetoError, KinetoTrace, _ingest_generic, ingest_kineto, read_trace_json
 from probes.kineto_typed import share_count
 from profiler.timeline import gpu_pid
+from tests.data import KINETO_DATA
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "kineto"
-pytestmark = pytest.mark.skipif(not DATA.is_dir(), reason=f"real traces not present at {DATA}")
+DATA = KINETO_DATA
 
 
 def cats(events) -> Counter:

@@ -23,7 +23,7 @@ import pytest
 
 from probes.wire import WireProbe, ingest_wire, problems_of
 from profiler import load
-from profiler.wire_stats import requests_of_samples, wire_requests, wire_stats
+from profiler.measures.wire import requests_of_samples, wire_requests, wire_stats
 from samples.sample_server.process import free_port
 
 SERVER = Path(__file__).with_name("wire_test_server.py")

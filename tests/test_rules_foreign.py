@@ -140,18 +140,18 @@ def stack_context(counts: dict[str, int]):
 
 def test_the_finding_whose_work_holds_the_gil_moves_ahead_of_gil_contention() -> None:
     from profiler.analysis.model import Finding, Fix
-    from profiler.rules.gil import causes_first
+    from profiler.rules.contract import ranked
 
-    def made(rule: str, share: float, **evidence) -> Finding:
-        return Finding(rule, rule, share, evidence, Fix("-"))
+    def made(rule: str, share: float, after: tuple[str, ...] = ()) -> Finding:
+        return Finding(rule, rule, share, {}, Fix("-"), ranks_after=list(after))
 
-    gil = made("gil-contention", 0.5, gil_cause_rule="serialization-overhead")
-    ranked = [made("cache-opportunity", 0.6), gil, made("batching-opportunity", 0.3),
-              made("serialization-overhead", 0.2)]
-    assert [f.rule for f in causes_first(ranked)] == ["cache-opportunity", "serialization-overhead",
-                                                      "gil-contention", "batching-opportunity"]
-    unrelated = made("gil-contention", 0.5, gil_cause_rule=None)
-    assert causes_first([unrelated, ranked[3]]) == [unrelated, ranked[3]]
+    gil = made("gil-contention", 0.5, ("serialization-overhead",))
+    findings = [made("cache-opportunity", 0.6), gil, made("batching-opportunity", 0.3),
+                made("serialization-overhead", 0.2)]
+    assert [f.rule for f in ranked(findings)] == ["cache-opportunity", "serialization-overhead",
+                                                  "gil-contention", "batching-opportunity"]
+    unrelated = made("gil-contention", 0.5)
+    assert ranked([findings[3], unrelated]) == [unrelated, findings[3]]
 
 
 def test_socket_writes_count_as_serialize_but_not_as_serialization_overhead() -> None:
@@ -161,10 +161,10 @@ def test_socket_writes_count_as_serialize_but_not_as_serialization_overhead() ->
     events, ctx = stack_context({"encode": 15, "send": 25, "work": 60})
     assert ctx.stage_ns["serialize"] == pytest.approx(0.40 * ctx.service_ns)
     assert "send" not in ctx.stage_ns.index
-    assert serialization.check(events, ctx) == []
+    assert serialization.check(ctx) == []
 
     events, ctx = stack_context({"encode": 25, "send": 25, "work": 50})
-    (found,) = serialization.check(events, ctx)
+    (found,) = serialization.check(ctx)
     assert found.evidence["share"] == pytest.approx(0.25)
     assert found.evidence["serialize_share"] == pytest.approx(0.25)
     assert found.evidence["socket_write_share_not_counted"] == pytest.approx(0.25)

@@ -1,18 +1,17 @@
 """The GPU rules on real kineto traces (A100/V100, from Holistic Trace Analysis' test data in
-../shared/data/kineto), imported into sessions exactly as `prof import` does."""
+tests/data/kineto), imported into sessions exactly as `prof import` does."""
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 
 from profiler.analysis.diagnose import diagnose
-from profiler.ingest import build_timeline, import_files
+from profiler.session import build_timeline, import_files
 from profiler.session import Session, load
+from tests.data import KINETO_DATA
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "kineto"
-pytestmark = pytest.mark.skipif(not DATA.is_dir(), reason=f"real traces not present at {DATA}")
+DATA = KINETO_DATA
 
 
 @pytest.fixture(scope="module")

@@ -45,7 +45,7 @@ def run_session(artifact_cache, tmp_path_factory) -> Path:
 
 
 def test_run_ends_with_the_diagnosis_saved_and_its_headline_printed(run_session) -> None:
-    from profiler.cli_tui import cached_report
+    from profiler.report_store import current_report as cached_report
 
     report = cached_report(run_session)  # report.json, current for this timeline: `prof tui` opens at once
     assert report is not None and report.load["requests"] > 0
@@ -77,7 +77,7 @@ def test_run_sample_server_collects_every_probe_that_can_run_here(run_session) -
 def test_run_wire_requests_equal_the_load_generators_own_records(run_session) -> None:
     import orjson
 
-    from profiler.wire_stats import wire_requests
+    from profiler.measures.wire import wire_requests
 
     tl = load(run_session).timeline
     client = tl[tl["source"] == "loadgen"]

@@ -9,7 +9,7 @@ import profiler
 from probes.nvml import NvmlSampler
 from probes.proc import ProcSampler
 from probes.pyspy import PySpyOptions, PySpyRecorder
-from profiler.ingest import build_timeline
+from profiler.session import build_timeline
 from profiler.session import Session
 from tests.test_alignment import drive
 

@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 from textual.events import MouseScrollUp
 
-from profiler.cli_tui import DirectorySource, cached_report
+from profiler.cli_tui import DirectorySource
+from profiler.report_store import current_report as cached_report
 from tests.chrome_trace_validator import validate_chrome_trace
 from tests.tui_session import make_tui_session
 from tui.app import ProfApp
@@ -116,16 +117,18 @@ async def test_hotspots_sort_filter_and_switch_source(session_dir: Path) -> None
         assert view.sort_column == "self_ms" and np.all(np.diff(selfs) <= 0)
         await pilot.press("r")
         assert np.all(np.diff(view.shown["self_ms"].fillna(-1).to_numpy()) >= 0)
+        assert "ort" in view.sources
         while view.source != "ort":
             await pilot.press("s")
         assert set(view.shown["source"]) == {"ort"}
         await pilot.press("slash", *"conv", "enter")
         await pilot.pause()
-        assert set(view.shown["name"]) == {"conv1_kernel_time", "conv2_kernel_time"}
-        # ORT node spans nest inside model_run: its self time is what the nodes leave
+        assert set(view.shown["name"]) == {"conv1_kernel_time", "conv2_kernel_time", "Conv"}
+        # the rows are the report's: ORT nodes as shares of ORT node time, adding up to the whole
         await pilot.press("escape")
-        run = view.table[(view.table["source"] == "ort") & (view.table["name"] == "model_run")].iloc[0]
-        assert run["self_ms"] == pytest.approx(run["total_ms"] - 48 * 18, abs=1e-6)
+        nodes = view.table[(view.table["source"] == "ort") & (view.table["kind"] == "ort-node")]
+        assert nodes["share"].sum() == pytest.approx(1.0) and set(nodes["basis"]) == {"ORT node time"}
+        assert "model_run" not in set(nodes["name"])  # the session span is not a node
 
 
 @pytest.mark.asyncio

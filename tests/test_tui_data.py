@@ -12,7 +12,14 @@ from profiler.timeline import StackTable, make_events, merge_events
 from tests.tui_session import REQUESTS, make_tui_session
 from tui.calltree import CallTree, TreeFilter
 from tui.lanes import build_lanes
-from tui.prepare import hotspot_table, request_index
+from profiler.measures import Measures
+from tui.prepare import request_index
+
+
+def hotspot_table(events: pd.DataFrame, stacks: StackTable | None) -> pd.DataFrame:
+    """The measures layer's hotspots of these events, as rows (what the viewer shows)."""
+    rows = Measures(events, stacks or StackTable(), {}).hotspots
+    return pd.DataFrame([vars(h) for h in rows if h.kind != "stage"])
 
 
 def _brute_coverage(starts, ends, codes, n_names, edges):
@@ -65,7 +72,7 @@ def test_lanes_are_labelled_with_thread_names_where_known() -> None:
 def test_self_time_of_nested_spans_leaves_out_direct_children_only() -> None:
     # run [0,100) holds a [10,60) which holds b [20,30); c [70,90) is a sibling of a
     events = make_events(ts_ns=[0, 10, 20, 70, 500], dur_ns=[100, 50, 10, 20, 10], source="torch", kind="span",
-                         name=["run", "a", "b", "c", "run"], pid=1, tid=1)
+                         name=["run", "a", "b", "c", "run"], pid=1, tid=1, args='{"cat":"cpu_op"}')
     table = hotspot_table(events, None).set_index("name")
     assert table.loc["run", "self_ms"] * 1e6 == pytest.approx(100 - 50 - 20 + 10)
     assert table.loc["a", "self_ms"] * 1e6 == pytest.approx(40)
@@ -78,11 +85,13 @@ def test_sampled_function_totals_count_recursion_once_per_sample() -> None:
     deep = stacks.intern([("main", "app.py", 1), ("walk", "app.py", 5), ("walk", "app.py", 5), ("leaf", "app.py", 9)])
     shallow = stacks.intern([("main", "app.py", 1), ("walk", "app.py", 5)])
     events = make_events(ts_ns=np.arange(4) * 10_000_000, source="pyspy", kind="sample", name="s", pid=1, tid=1,
-                         stack_id=[deep, deep, shallow, deep], value=1.0)
+                         dur_ns=10_000_000, stack_id=[deep, deep, shallow, deep], value=1.0)
     table = hotspot_table(events, stacks).set_index("name")
     walk = table.loc["walk (app.py)"]
     assert walk["count"] == 4 and walk["total_ms"] == pytest.approx(40.0)  # 4 samples of 10 ms, not 7
+    assert walk["total_share"] == pytest.approx(1.0)
     assert walk["self_ms"] == pytest.approx(10.0) and table.loc["leaf (app.py)", "share"] == pytest.approx(0.75)
+    assert table.loc["leaf (app.py)", "location"] == "app.py:9" and table["basis"].eq("busy thread time").all()
 
 
 def test_call_tree_counts_under_stage_and_window_filters() -> None:
@@ -105,7 +114,9 @@ def test_request_waterfall_and_batch_of_the_generated_session(tmp_path) -> None:
     from profiler.session import load
 
     session = load(make_tui_session(tmp_path / "demo"))
-    index = request_index(session.timeline)
+    source, measured = Measures(session.timeline, session.stacks, session.meta).request_table
+    assert source == "loadgen"
+    index = request_index(session.timeline, measured)
     assert len(index.table) == REQUESTS
     assert np.all(np.diff(index.table["latency_ms"].to_numpy()) <= 0)  # slowest first
     slowest = index.table.iloc[0]

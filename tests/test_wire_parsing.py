@@ -200,7 +200,7 @@ def test_samples_are_tied_to_requests_by_time_then_through_their_threads_connect
     import orjson
 
     from profiler.timeline import make_events, merge_events
-    from profiler.wire_stats import requests_of_samples
+    from profiler.measures.wire import requests_of_samples
 
     ms = 1_000_000
     wire = [("a-0", 1, 0, 100), ("b-0", 2, 60, 180), ("a-1", 1, 110, 200), ("b-1", 2, 190, 300)]
@@ -227,7 +227,7 @@ def test_samples_are_tied_to_requests_by_time_then_through_their_threads_connect
 def test_rate_series_counts_arrivals_completions_and_time_weighted_in_flight() -> None:
     import pandas as pd
 
-    from profiler.wire_stats import in_flight_series, rate_series
+    from profiler.measures.wire import in_flight_series, rate_series
 
     s = 1_000_000_000
     requests = pd.DataFrame({"start_ns": [0, s // 2, s + s // 4], "end_ns": [s // 2, s + s // 2, s + s // 2]})

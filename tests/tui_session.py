@@ -64,21 +64,24 @@ def _request_spans() -> tuple[pd.DataFrame, pd.DataFrame]:
     loadgen = pd.DataFrame(client, columns=["ts", "dur", "rid"])
     clients = make_events(ts_ns=loadgen["ts"].to_numpy(), dur_ns=loadgen["dur"].to_numpy(), source="loadgen",
                           kind="span", name="request", pid=CLIENT_PID, tid=CLIENT_PID,
-                          request_id=loadgen["rid"].to_numpy())
+                          request_id=loadgen["rid"].to_numpy(), args='{"status":200}')
     return stages, clients
 
 
 def _ort_spans() -> pd.DataFrame:
     """Per request, a model_run span holding Conv/Relu/Gemm node spans one after another."""
-    ts, dur, names = [], [], []
+    ts, dur, names, args = [], [], [], []
     for start in _inference_starts():
         ts.append(start), dur.append(INFERENCE_MS * MS), names.append("model_run")
+        args.append('{"cat":"Session"}')
         t = start + MS // 10
-        for i, (node, length) in enumerate((("conv1", 6), ("relu1", 1), ("conv2", 7), ("relu2", 1), ("fc", 3))):
+        for node, op, length in (("conv1", "Conv", 6), ("relu1", "Relu", 1), ("conv2", "Conv", 7),
+                                 ("relu2", "Relu", 1), ("fc", "Gemm", 3)):
             ts.append(t), dur.append(length * MS), names.append(f"{node}_kernel_time")
+            args.append(f'{{"cat":"Node","op":"{op}","provider":"CPUExecutionProvider"}}')
             t += length * MS
     return make_events(ts_ns=ts, dur_ns=dur, source="ort", kind="span", name=names, pid=SERVER_PID, tid=WORKER_TID,
-                       stage="inference")
+                       stage="inference", args=args)
 
 
 def _samples(stacks: StackTable) -> pd.DataFrame:

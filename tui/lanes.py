@@ -122,8 +122,10 @@ def build_lanes(events: pd.DataFrame, sample_labels: np.ndarray | None = None,
         step = sample_step_ns(samples)
         for (source, pid, tid), group in _groups(samples):
             where = samples.index.get_indexer(group.index)
+            # a sample row is a stretch of unchanged stack: its own duration, at least one sampling step
+            durations = np.maximum(group["dur_ns"].to_numpy(), step)
             lanes.append(_span_lane(f"{source} {_thread(tid, pid, thread_names)}", source, pid, tid, origin,
-                                    group["ts_ns"].to_numpy(), np.full(len(group), step), labels.iloc[where]))
+                                    group["ts_ns"].to_numpy(), durations, labels.iloc[where]))
     lanes.sort(key=lambda lane: (_source_rank(lane.source), lane.pid, lane.tid))
     counters = events[events["kind"] == "counter"]
     for (source, name, pid, tid), group in counters.groupby(["source", "name", "pid", "tid"], observed=True,

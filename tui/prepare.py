@@ -14,10 +14,8 @@ import pandas as pd
 from profiler.analysis.model import Report
 from profiler.timeline import StackTable
 from tui.calltree import CallTree
-from tui.format import short_path
-from tui.lanes import Lane, build_lanes, sample_step_ns
+from tui.lanes import Lane, build_lanes
 
-NESTED_SOURCES = ("ort", "torch")  # spans that are calls within calls: self time means something
 HOTSPOT_COLUMNS = ("source", "kind", "name", "total_ms", "self_ms", "share", "count")
 
 
@@ -58,126 +56,45 @@ class TuiData:
 
 
 def prepare(report: Report, session_name: str, meta: dict[str, Any], events: pd.DataFrame,
-            stacks: StackTable, sample_stages: np.ndarray | None = None,
-            thread_names: dict[int, str] | None = None) -> TuiData:
-    """All view data of a loaded session. ``sample_stages``: the stage each py-spy sample was
-    attributed to (in timeline order), from the analysis."""
+            stacks: StackTable, requests: pd.DataFrame | None = None) -> TuiData:
+    """All view data of a loaded session. The figures are the report's (hotspots, the stage
+    each py-spy stack was attributed to, thread names); ``requests`` is the measures layer's
+    table of measured requests (request_id, latency_ms, ...), latency by the best source."""
     data = TuiData(report=report, session_name=session_name, meta=meta, events=events, stacks=stacks)
     if events.empty:
         return data
     data.start_ns = int(events["ts_ns"].min())
     data.end_ns = int((events["ts_ns"] + events["dur_ns"]).max())
-    data.hotspots = hotspot_table(events, stacks)
-    data.lanes = build_lanes(events, sample_stages, thread_names)
-    data.requests = request_index(events)
+    data.hotspots = hotspot_frame(report)
     samples = events[events["kind"] == "sample"]
+    labels = sample_labels(samples, report.sample_stages) if report.sample_stages else None
+    data.lanes = build_lanes(events, labels, report.thread_names)
+    data.requests = request_index(events, requests)
     if len(samples) and stacks is not None and len(stacks.parents):
-        data.calltree = CallTree(stacks, samples["stack_id"].to_numpy(), samples["ts_ns"].to_numpy(),
-                                 None if sample_stages is None else np.asarray(sample_stages, dtype=object))
+        data.calltree = CallTree(stacks, samples["stack_id"].to_numpy(), samples["ts_ns"].to_numpy(), labels)
     return data
 
 
-def hotspot_table(events: pd.DataFrame, stacks: StackTable | None) -> pd.DataFrame:
-    """Every span name and every sampled function, by source: total and self time, share of
-    the source's time, count."""
-    parts = [_span_hotspots(events[(events["kind"] == "span") & (events["source"] == source)], str(source))
-             for source in events.loc[events["kind"] == "span", "source"].unique()]
-    samples = events[events["kind"] == "sample"]
-    if len(samples) and stacks is not None and len(stacks.parents):
-        parts.append(_function_hotspots(samples, stacks))
-    parts = [p for p in parts if len(p)]
-    if not parts:
-        return pd.DataFrame({c: [] for c in HOTSPOT_COLUMNS})
-    table = pd.concat(parts, ignore_index=True)
+def sample_labels(samples: pd.DataFrame, stages_of_stack: dict[int, str]) -> np.ndarray:
+    """Each sample's stage as the report attributed its stack."""
+    ids = samples["stack_id"].to_numpy()
+    distinct, inverse = np.unique(ids, return_inverse=True)
+    names = np.asarray([stages_of_stack.get(int(i), "other") for i in distinct], dtype=object)
+    return names[inverse]
+
+
+def hotspot_frame(report: Report) -> pd.DataFrame:
+    """The report's hotspots as a table the view sorts and filters."""
+    rows = [(h.source, h.kind, h.name, h.total_ms, h.self_ms, h.share, h.count, h.basis, h.location)
+            for h in report.hotspots]
+    table = pd.DataFrame(rows, columns=[*HOTSPOT_COLUMNS, "basis", "location"])
+    table["self_ms"] = table["self_ms"].astype(float)
     return table.sort_values("total_ms", ascending=False, kind="stable").reset_index(drop=True)
 
 
-def _span_hotspots(spans: pd.DataFrame, source: str) -> pd.DataFrame:
-    if spans.empty:
-        return pd.DataFrame()
-    codes, labels = pd.factorize(spans["name"], sort=True)  # hashes the categorical's codes: no string sort
-    labels = np.asarray(labels.astype(str), dtype=object)
-    dur = spans["dur_ns"].to_numpy(dtype=np.float64)
-    total = np.bincount(codes, weights=dur, minlength=len(labels))
-    count = np.bincount(codes, minlength=len(labels))
-    kind = "stage" if source == "stages" else "op" if source in NESTED_SOURCES else "span"
-    if source in NESTED_SOURCES:
-        own = _self_times(spans)
-        self_ns = np.bincount(codes, weights=own, minlength=len(labels))
-        basis = self_ns.sum()
-    else:
-        self_ns = np.full(len(labels), np.nan)
-        basis = total.sum()
-    share = (self_ns if source in NESTED_SOURCES else total) / basis if basis > 0 else np.zeros(len(labels))
-    return pd.DataFrame({"source": source, "kind": kind, "name": labels, "total_ms": total / 1e6,
-                         "self_ms": self_ns / 1e6, "share": share, "count": count})
-
-
-def _self_times(spans: pd.DataFrame) -> np.ndarray:
-    """Each span's duration less its direct children's (a child lies wholly inside its parent,
-    on the same process and thread). Rows in ``spans`` order."""
-    own = spans["dur_ns"].to_numpy(dtype=np.float64).copy()
-    frame = pd.DataFrame({"pid": spans["pid"].to_numpy(), "tid": spans["tid"].to_numpy(),
-                          "ts": spans["ts_ns"].to_numpy(), "end": (spans["ts_ns"] + spans["dur_ns"]).to_numpy(),
-                          "neg_dur": -spans["dur_ns"].to_numpy(), "row": np.arange(len(spans))})
-    frame = frame.sort_values(["pid", "tid", "ts", "neg_dur"], kind="stable")
-    lane_keys = frame["pid"].to_numpy() * 1_000_003 + frame["tid"].to_numpy()
-    starts, ends, rows = frame["ts"].to_numpy(), frame["end"].to_numpy(), frame["row"].to_numpy()
-    running_end = np.maximum.accumulate(ends)
-    nested = (starts[1:] < running_end[:-1]) & (lane_keys[1:] == lane_keys[:-1])
-    if not nested.any():
-        return own
-    stack: list[int] = []
-    lane = None
-    for i in range(len(rows)):
-        if lane_keys[i] != lane:
-            lane, stack = lane_keys[i], []
-        while stack and ends[stack[-1]] <= starts[i]:
-            stack.pop()
-        if stack and ends[i] <= ends[stack[-1]]:
-            own[rows[stack[-1]]] -= ends[i] - starts[i]
-        stack.append(i)
-    return np.maximum(own, 0)
-
-
-def _function_hotspots(samples: pd.DataFrame, stacks: StackTable) -> pd.DataFrame:
-    """py-spy functions: self = samples with the function on top, total = samples with it
-    anywhere on the stack (once per sample, however deep the recursion); count = the latter."""
-    leaves, counts = np.unique(samples["stack_id"].to_numpy(), return_counts=True)
-    keep = leaves >= 0
-    leaves, counts = leaves[keep], counts[keep]
-    step_ms = sample_step_ns(samples) / 1e6
-    key_of_frame, labels = _function_keys(stacks)
-    node_frames = np.asarray(stacks.node_frames)
-    self_count = np.bincount(key_of_frame[node_frames[leaves]], weights=counts, minlength=len(labels))
-    total_count = np.zeros(len(labels))
-    for leaf, count in zip(leaves.tolist(), counts.tolist()):
-        seen = set()
-        node = leaf
-        while node >= 0:
-            seen.add(int(key_of_frame[node_frames[node]]))
-            node = stacks.parents[node]
-        total_count[list(seen)] += count
-    n = counts.sum()
-    used = total_count > 0
-    return pd.DataFrame({"source": "pyspy", "kind": "function", "name": np.asarray(labels, dtype=object)[used],
-                         "total_ms": total_count[used] * step_ms, "self_ms": self_count[used] * step_ms,
-                         "share": self_count[used] / n if n else 0.0, "count": total_count[used].astype(np.int64)})
-
-
-def _function_keys(stacks: StackTable) -> tuple[np.ndarray, list[str]]:
-    """Frame -> function key (name and file: a function's lines count as one)."""
-    index: dict[tuple[str, str], int] = {}
-    keys = np.empty(len(stacks.functions), dtype=np.int64)
-    for i, (function, file) in enumerate(zip(stacks.functions, stacks.files)):
-        keys[i] = index.setdefault((function, file), len(index))
-    labels = [f"{function} ({short_path(file)})" if file else function for function, file in index]
-    return keys, labels
-
-
-def request_index(events: pd.DataFrame) -> RequestIndex | None:
-    """Requests that have spans, with their end-to-end latency (the client's or the wire's
-    span when there is one, else the extent of the server's spans)."""
+def request_index(events: pd.DataFrame, measured: pd.DataFrame | None = None) -> RequestIndex | None:
+    """Requests that have spans, with their end-to-end latency as the measures layer defines
+    it (``measured``: request_id, latency_ms), else the extent of their spans."""
     spans = events[(events["kind"] == "span") & events["request_id"].notna()]
     if spans.empty:
         return None
@@ -187,13 +104,11 @@ def request_index(events: pd.DataFrame) -> RequestIndex | None:
     by_request = spans.groupby("request_id", sort=False)
     table = pd.DataFrame({"start_ns": by_request["ts_ns"].min(), "end_ns": by_request["end_ns"].max(),
                           "spans": by_request.size()})
-    outer = spans[spans["source"].isin(["loadgen", "http"])]
-    if len(outer):
-        preferred = outer.sort_values("source").groupby("request_id", sort=False)["dur_ns"].first()
-        table["latency_ms"] = (table["end_ns"] - table["start_ns"]) / 1e6
-        table.loc[preferred.index, "latency_ms"] = preferred / 1e6
-    else:
-        table["latency_ms"] = (table["end_ns"] - table["start_ns"]) / 1e6
+    table["latency_ms"] = (table["end_ns"] - table["start_ns"]) / 1e6
+    if measured is not None and len(measured):
+        latency = pd.Series(measured["latency_ms"].to_numpy(), index=measured["request_id"].astype(str).to_numpy())
+        latency = latency[~latency.index.duplicated()].reindex(table.index)
+        table["latency_ms"] = latency.fillna(table["latency_ms"])
     stages = spans[spans["source"] == "stages"]
     batch = stages[stages["batch_id"] >= 0].groupby("request_id", sort=False)["batch_id"].first()
     table["batch_id"] = batch.reindex(table.index).fillna(-1).astype(np.int64)

@@ -86,10 +86,8 @@ def load_signatures(extra: Iterable[Path | str] = ()) -> list[Signature]:
     user files override the defaults for the frames they match (a deeper frame that some entry
     recognises still decides first). A bad file raises a one-line :class:`ValueError` naming the
     file and the entry."""
-    paths = [Path(p) for p in extra]
-    paths += [Path(p) for p in os.environ.get(ENV_SIGNATURES, "").split(os.pathsep) if p.strip()]
     table: list[Signature] = []
-    for path in paths:
+    for path in signature_files(extra):
         try:
             text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
@@ -99,6 +97,13 @@ def load_signatures(extra: Iterable[Path | str] = ()) -> list[Signature]:
     packaged = resources.files("profiler.analysis").joinpath(PACKAGED_TABLE).read_text(encoding="utf-8")
     table += parse_signatures(packaged, f"{PACKAGED_TABLE} (packaged)")
     return table
+
+
+def signature_files(extra: Iterable[Path | str] = ()) -> list[Path]:
+    """The user's signature files in the order they are consulted: ``extra``, then
+    ``$PROF_SIGNATURES``."""
+    paths = [Path(p) for p in extra]
+    return paths + [Path(p) for p in os.environ.get(ENV_SIGNATURES, "").split(os.pathsep) if p.strip()]
 
 
 def parse_signatures(text: str, origin: str) -> list[Signature]:

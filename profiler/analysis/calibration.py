@@ -36,6 +36,7 @@ from profiler.analysis.calibration_cases import (CPU_PRECISIONS, PRECISION_BATCH
                                                  model_cases, sample_cases)
 from profiler.analysis.calibration_model import (BATCH_SIZES, SAMPLE_MODEL, Calibration, CalibrationError,
                                                  HostKey, current_host)
+from profiler.atomic import atomic_write_text
 from samples.model import artifacts
 
 ROUNDS = {"normal": 7, "quick": 3}
@@ -169,7 +170,7 @@ def load_or_calibrate(threads: int = 1, cache_dir: Path | None = None, refresh: 
         calibration = calibrate(threads, quick, progress, include_compile, model)
     target = cache_path(calibration.host, calibration.artifact_sha256, cache_dir)
     try:
-        _write_atomic(target, json.dumps(calibration.to_dict(), indent=2, sort_keys=True))
+        atomic_write_text(target, json.dumps(calibration.to_dict(), indent=2, sort_keys=True))
     except OSError as exc:
         log.warning("could not cache the calibration in %s: %s", target, exc)
     return calibration
@@ -207,19 +208,6 @@ def _read_cached(path: Path, host: HostKey, sha: str) -> Calibration | None:
     return calibration
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle = tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.stem}-", suffix=".tmp",
-                                         delete=False)
-    try:
-        with handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(handle.name, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(handle.name)
 
 
 def calibrate_in_subprocess(threads: int = 1, quick: bool = False, progress: Progress | None = None,

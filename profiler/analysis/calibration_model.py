@@ -12,6 +12,7 @@ import os
 import platform
 import socket
 from dataclasses import asdict, dataclass, field
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -40,12 +41,17 @@ class HostKey:
 
 
 def current_host(threads: int) -> HostKey:
-    """The host key of this machine and interpreter for a thread count."""
-    import onnxruntime
-    import torch
+    """The host key of this machine and interpreter for a thread count. Versions come from the
+    installed distributions' metadata: importing torch to read its version costs seconds."""
+    return HostKey(socket.gethostname(), _cpu_model(), os.cpu_count() or 1, _version("torch"),
+                   _version("onnxruntime", "onnxruntime-gpu", "onnxruntime-openvino", "onnxruntime-directml"), threads)
 
-    return HostKey(socket.gethostname(), _cpu_model(), os.cpu_count() or 1, torch.__version__,
-                   onnxruntime.__version__, threads)
+
+def _version(*distributions: str) -> str:
+    for name in distributions:
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            return metadata.version(name)
+    return "absent"
 
 
 def _cpu_model() -> str:

@@ -1,63 +1,62 @@
-"""Session -> Report: run every rule of the registry on one analysis context, rank the
-findings by the share of time they explain, and add the hotspots and stage breakdown."""
+"""Session -> Report: the measures of the session, every rule of the registry run on one
+analysis context, each verdict made a finding the one way (:func:`profiler.rules.contract.
+to_finding`), ranked by the share of time it explains."""
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from functools import partial
-from typing import TYPE_CHECKING, Any, Callable
+from pathlib import Path
+from typing import Any, Callable, Sequence
 
+from profiler.analysis.attribution import attribute_samples, load_signatures, signature_files
+from profiler.analysis.calibration_policy import CalibrationPolicy
 from profiler.analysis.context import AnalysisContext
-from profiler.analysis.hotspots import basis, hotspots, stage_rows
 from profiler.analysis.model import Finding, Report
+from profiler.measures import Measures
+from profiler.rules import RULES, Rule
+from profiler.rules.contract import ranked, to_finding
 from profiler.session import Session
 
-if TYPE_CHECKING:
-    from profiler.rules import RuleCheck
 
-
-def default_attribution() -> Callable | None:
-    """Stage labels for py-spy rows: the samples and the GIL snapshots' thread stacks."""
-    from profiler.analysis.attribution import attribute_samples
-
-    return partial(attribute_samples, kinds=("sample", "instant"))
-
-
-def diagnose(session: Session, calibration_loader: Callable[[], Any] | None = None,
-             attribute: Callable | None = None, rules: dict[str, RuleCheck] | None = None) -> Report:
-    """The report of a loaded session. A rule that fails leaves a note, never the report."""
-    if rules is None:
-        from profiler.rules import RULES
-
-        rules = RULES
-    ctx = AnalysisContext(session.timeline, session.stacks, session.meta,
-                          attribute=attribute if attribute is not None else default_attribution(),
-                          calibration_loader=calibration_loader)
+def diagnose(session: Session, policy: CalibrationPolicy | None = None, signatures: Sequence[Path] = (),
+             rules: Sequence[Rule] = RULES, calibration_loader: Callable[[], Any] | None = None) -> Report:
+    """The report of a loaded session. ``policy`` says whether gains may use this host's model
+    calibration (and whether to measure it); ``calibration_loader`` gives one directly (tests).
+    ``signatures``: extra stack-signature files for the attribution (a bad one raises
+    ValueError). A rule that fails leaves a note, never the report."""
+    policy = policy or CalibrationPolicy("off", host_timings=True)
+    ctx = AnalysisContext(session.timeline, session.stacks, session.meta, attribute=attribution(signatures),
+                          calibration_loader=calibration_loader or policy.loader(session.meta),
+                          host_timings=policy.host_timings)
     findings: list[Finding] = []
     notes = list(session.notes)
-    for rule_id, check in rules.items():
+    for rule in rules:
         try:
-            findings.extend(check(session.timeline, ctx))
+            findings.extend(to_finding(ctx, rule.id, verdict) for verdict in rule.check(ctx))
         except Exception as exc:  # one rule's bug must not hide the others' findings
-            notes.append(f"rule {rule_id} failed: {type(exc).__name__}: {exc}")
-    findings.sort(key=lambda f: -f.share)
-    if "gil-contention" in rules:
-        from profiler.rules.gil import causes_first
-
-        findings = causes_first(findings)
-    label, _ = basis(ctx)
-    report = Report(session=str(session.path), basis=label, findings=findings, hotspots=hotspots(ctx),
-                    stages=stage_rows(ctx), load=_load(ctx), wire=asdict(ctx.wire) if ctx.wire else None,
-                    notes=notes + ctx.notes, rules_run=list(rules))
-    return report
+            notes.append(f"rule {rule.id} failed: {type(exc).__name__}: {exc}")
+    figures = ctx.figures()
+    return Report(session=str(session.path), basis=_basis(ctx), findings=ranked(findings), hotspots=figures.hotspots,
+                  stages=figures.stages, load={**figures.load, "stage_basis": figures.stage_basis,
+                                               "saturated": ctx.saturated} if figures.load else {},
+                  wire=figures.wire, notes=notes + ctx.notes, rules_run=[rule.id for rule in rules],
+                  sample_stages=figures.sample_stages, thread_names={int(k): str(v) for k, v in (session.meta.get("thread_names") or {}).items()},
+                  signatures=[str(p) for p in signature_files(signatures)])
 
 
-def _load(ctx: AnalysisContext) -> dict[str, Any]:
-    requests = ctx.requests
-    if requests is None:
-        return {}
-    return {"source": requests.source, "requests": requests.count, "throughput_rps": round(requests.throughput_rps, 2),
-            "p50_ms": round(requests.percentile(50), 2), "p95_ms": round(requests.percentile(95), 2),
-            "p99_ms": round(requests.percentile(99), 2), "window_s": round(requests.window_s, 2),
-            "in_flight_mean": round(requests.total_ns / (requests.window_s * 1e9), 2) if requests.window_s else None,
-            "stage_basis": ctx.stage_basis, "saturated": ctx.saturated}
+def attribution(signatures: Sequence[Path] = ()) -> Callable:
+    """Stage labels for py-spy rows (the samples and the GIL snapshots' thread stacks) from the
+    signature table with these extra files."""
+    return partial(attribute_samples, signatures=load_signatures(signatures), kinds=("sample", "instant"))
+
+
+def measures_of(session: Session, signatures: Sequence[Path] = ()) -> Measures:
+    """The session's measures alone (no rules): what ``prof diff`` compares."""
+    return Measures(session.timeline, session.stacks, session.meta, attribute=attribution(signatures))
+
+
+def _basis(ctx: AnalysisContext) -> str:
+    """What finding shares are fractions of."""
+    if ctx.requests is not None and ctx.requests.total_ns > 0:
+        return f"end-to-end request time ({ctx.requests.source})"
+    return "the server's busy time" if ctx.service_ns > 0 else "the trace's wall time"

@@ -4,12 +4,18 @@ renderers (text, Markdown, JSON, the TUI) display. Small dataclasses, no analysi
 The JSON form (:meth:`Report.to_dict`) is a stable, documented schema (``SCHEMA_VERSION``):
 
 ``findings[]``: ``rule`` (kebab-case id), ``severity`` (critical/high/medium/low/info),
-``title``, ``share`` (fraction of end-to-end request time — or of wall time where no
-requests exist — that the finding explains), ``evidence`` (measured figures, by name),
+``title``, ``share`` (fraction of end-to-end request time — or of the server's busy time where
+no requests exist — that the finding explains), ``evidence`` (measured figures, by name),
 ``events`` (where in the timeline the evidence lies: source, names/stages, time window),
 ``fix`` (``summary``, ``snippet``, ``knob`` for the sample server or null),
 ``estimated_gain`` (``throughput_x``, ``throughput_rps`` before/after, ``p50_ms`` before/after,
 ``method``, ``assumptions``) or null.
+
+``stages[]`` (:class:`StageRow`) and ``hotspots[]`` (:class:`Hotspot`) come from the measures
+layer (:mod:`profiler.measures`); each row names the denominator of its share (``basis``).
+``sample_stages`` maps each py-spy stack id to the label attribution gave it, and
+``thread_names`` each OS thread id to its Python name, so no viewer re-attributes samples or
+reads raw artifacts.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 Severity = Literal["critical", "high", "medium", "low", "info"]
 
 
@@ -74,36 +80,49 @@ class Finding:
     severity: Severity = "medium"
     estimated_gain: Gain | None = None
     events: list[EventRef] = field(default_factory=list)
+    ranks_after: list[str] = field(default_factory=list)  # rules whose findings, if present, rank just before
 
 
 @dataclass
 class Hotspot:
+    """One row of a source's hotspots: ``share`` is self time (or total, where self time means
+    nothing) over ``basis``, the denominator every row of that source and kind shares."""
+
     source: str
-    kind: str  # stage, function-self, function-total, ort-node, ort-op, torch-op, kernel, counter
+    kind: str  # stage, function, ort-node, ort-op, torch-op, kernel, counter
     name: str
     total_ms: float
     share: float
     count: int = 0
     self_ms: float | None = None
     detail: str = ""
+    basis: str = ""  # what the share is a fraction of: busy thread time, ORT node time, ...
+    total_share: float | None = None  # inclusive time over the same basis (py-spy functions)
+    location: str = ""  # file:line holding most of the self time
 
 
 @dataclass
 class StageRow:
+    """One stage of the breakdown (:mod:`profiler.measures.stages` defines every figure)."""
+
     stage: str
-    share: float
+    kind: str  # "work" (in the busy-time shares) or "wait"
+    share: float | None  # of busy thread time; None for waits
     total_ms: float
+    per_request_ms: float | None
+    threads: float | None  # mean threads (or requests) in this stage at once: the wall-time view
     p50_ms: float | None
     p95_ms: float | None
     p99_ms: float | None
     count: int
     basis: str  # "stage spans" or "py-spy attribution"
+    where: list[str] = field(default_factory=list)  # top functions and lines (waits, other)
 
 
 @dataclass
 class Report:
     session: str
-    basis: str  # what shares are fractions of
+    basis: str  # what finding shares are fractions of
     findings: list[Finding] = field(default_factory=list)
     hotspots: list[Hotspot] = field(default_factory=list)
     stages: list[StageRow] = field(default_factory=list)
@@ -111,6 +130,9 @@ class Report:
     wire: dict[str, Any] | None = None
     notes: list[str] = field(default_factory=list)
     rules_run: list[str] = field(default_factory=list)
+    sample_stages: dict[int, str] = field(default_factory=dict)  # py-spy stack id -> attribution label
+    thread_names: dict[int, str] = field(default_factory=dict)  # OS thread id -> Python thread name
+    signatures: list[str] = field(default_factory=list)  # extra signature files the attribution used
 
     def to_dict(self) -> dict[str, Any]:
         return {"schema_version": SCHEMA_VERSION, **asdict(self)}
@@ -124,4 +146,7 @@ class Report:
         return cls(session=data["session"], basis=data["basis"], findings=findings,
                    hotspots=[Hotspot(**h) for h in data.get("hotspots", [])],
                    stages=[StageRow(**s) for s in data.get("stages", [])], load=data.get("load", {}),
-                   wire=data.get("wire"), notes=data.get("notes", []), rules_run=data.get("rules_run", []))
+                   wire=data.get("wire"), notes=data.get("notes", []), rules_run=data.get("rules_run", []),
+                   sample_stages={int(k): str(v) for k, v in (data.get("sample_stages") or {}).items()},
+                   thread_names={int(k): str(v) for k, v in (data.get("thread_names") or {}).items()},
+                   signatures=list(data.get("signatures") or []))

@@ -326,3 +326,15 @@ def _metadata(events: pd.DataFrame, lanes: dict, process_names: dict[int, str]) 
         out.append({"ph": "M", "name": "thread_name", "pid": pid, "tid": lane, "args": {"name": label}})
         out.append({"ph": "M", "name": "thread_sort_index", "pid": pid, "tid": lane, "args": {"sort_index": lane}})
     return out
+
+
+def process_names(meta: dict) -> dict[int, str]:
+    """Names for the profiled processes' lanes, from the session's metadata."""
+    names = {}
+    server = meta.get("server") or {}
+    if server.get("pid"):
+        names[int(server["pid"])] = "sample server"
+    target = meta.get("target") or {}
+    if target.get("pid") and target.get("name"):
+        names[int(target["pid"])] = str(target["name"])
+    return names

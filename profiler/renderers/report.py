@@ -11,7 +11,7 @@ from rich.syntax import Syntax
 from rich.table import Table
 from rich.text import Text
 
-from profiler.analysis.model import Finding, Gain, Report
+from profiler.analysis.model import Finding, Gain, Hotspot, Report
 
 _COLORS = {"critical": "bold red", "high": "red", "medium": "yellow", "low": "cyan", "info": "dim"}
 
@@ -31,6 +31,22 @@ def gain_text(gain: Gain | None) -> str:
     return ", ".join(parts) + f" [{gain.method}]"
 
 
+def load_text(load: dict) -> str:
+    """The requests' figures in one line."""
+    latency = "/".join("—" if load.get(f"p{q}_ms") is None else f"{load[f'p{q}_ms']:.1f}" for q in (50, 95, 99))
+    return (f"{load['ok']}/{load['requests']} requests answered ({load['source']}) · {load['throughput_rps']} req/s · "
+            f"{load['in_flight_mean']} in flight · p50/p95/p99 {latency} ms · stage times from "
+            f"{load.get('stage_basis', 'none')}")
+
+
+def _fmt(value: float | None) -> str:
+    return "" if value is None else f"{value:.2f}"
+
+
+def _pct(value: float | None) -> str:
+    return "" if value is None else f"{value:.1%}"
+
+
 def _evidence_text(evidence: dict) -> str:
     return ", ".join(f"{k}={v}" for k, v in evidence.items())
 
@@ -38,16 +54,14 @@ def _evidence_text(evidence: dict) -> str:
 def render_text(report: Report, limit: int = 8) -> RenderableType:
     parts: list[RenderableType] = [Text(f"prof report · {report.session}", style="bold")]
     if report.load:
-        load = report.load
-        parts.append(Text(f"{load['requests']} requests ({load['source']}) · {load['throughput_rps']} req/s · "
-                          f"p50/p95/p99 {load['p50_ms']}/{load['p95_ms']}/{load['p99_ms']} ms · stage times from "
-                          f"{load['stage_basis']}", style="dim"))
+        parts.append(Text(load_text(report.load), style="dim"))
     if not report.findings:
         parts.append(Text("no finding: no rule saw a bottleneck in the measured evidence", style="green"))
     for rank, finding in enumerate(report.findings[:limit], 1):
         parts.append(_finding_panel(rank, finding))
-    parts.append(_stage_table(report))
-    parts.append(_hotspot_table(report))
+    if report.stages:
+        parts.append(stage_table(report))
+    parts.extend(_hotspot_tables(report))
     for note in report.notes[-6:]:
         parts.append(Text(f"note: {note}", style="yellow"))
     return Group(*parts)
@@ -68,34 +82,50 @@ def _finding_panel(rank: int, finding: Finding) -> Panel:
     return Panel(Group(*body), title=title, title_align="left")
 
 
-def _stage_table(report: Report) -> Table:
-    table = Table(title=f"stages (share of {report.basis})", title_justify="left", show_edge=False)
-    for column in ("stage", "share", "total ms", "p50 ms", "p95 ms", "p99 ms", "count"):
-        table.add_column(column, justify="left" if column == "stage" else "right")
+def stage_table(report: Report) -> Table:
+    basis = report.stages[0].basis if report.stages else "none"
+    table = Table(title=f"stages ({basis}) · share of busy thread time (work rows sum to 100 %), time per request, "
+                  "threads at once; waits below, not in the shares", title_justify="left", show_edge=False)
+    for column in ("stage", "busy share", "ms/request", "threads", "p50 ms", "p99 ms", "count", "where"):
+        table.add_column(column, justify="left" if column in ("stage", "where") else "right")
     for row in report.stages:
-        table.add_row(row.stage, f"{row.share:.1%}", f"{row.total_ms:,.0f}",
-                      *(f"{v:.2f}" if v is not None else "" for v in (row.p50_ms, row.p95_ms, row.p99_ms)),
-                      f"{row.count:,}" if row.count else "")
+        table.add_row(row.stage, f"{row.share:.1%}" if row.share is not None else "waiting",
+                      *(f"{v:.2f}" if v is not None else "" for v in (row.per_request_ms, row.threads, row.p50_ms,
+                                                                     row.p99_ms)),
+                      f"{row.count:,}" if row.count else "", "; ".join(row.where[:3]))
     return table
 
 
-def _hotspot_table(report: Report, limit: int = 15) -> Table:
-    table = Table(title="hotspots across sources", title_justify="left", show_edge=False)
-    for column in ("source", "kind", "name", "share", "ms", "count"):
-        table.add_column(column, justify="right" if column in ("share", "ms", "count") else "left")
-    for hotspot in report.hotspots[:limit]:
-        table.add_row(hotspot.source, hotspot.kind, hotspot.name[:70], f"{hotspot.share:.1%}",
-                      f"{hotspot.total_ms:,.0f}" if hotspot.total_ms else hotspot.detail,
-                      f"{hotspot.count:,}" if hotspot.count else "")
-    return table
+def hotspot_groups(report: Report, limit: int) -> list[tuple[str, list[Hotspot]]]:
+    """The report's hotspots by source and kind, each group titled with the denominator of its
+    shares, at most ``limit`` rows each (stage rows are the stage table's)."""
+    groups: dict[tuple[str, str, str], list[Hotspot]] = {}
+    for hotspot in report.hotspots:
+        if hotspot.kind != "stage":
+            groups.setdefault((hotspot.source, hotspot.kind, hotspot.basis), []).append(hotspot)
+    return [(f"{source} {kind}: share of {basis or 'its source'}", rows[:limit])
+            for (source, kind, basis), rows in groups.items()]
+
+
+def _hotspot_tables(report: Report, limit: int = 10) -> list[Table]:
+    tables = []
+    for title, rows in hotspot_groups(report, limit):
+        table = Table(title=title, title_justify="left", show_edge=False)
+        for column in ("name", "share", "inclusive", "self ms", "total ms", "count", "where"):
+            table.add_column(column, justify="left" if column in ("name", "where") else "right")
+        for h in rows:
+            table.add_row(h.name[:80], f"{h.share:.1%}", f"{h.total_share:.1%}" if h.total_share is not None else "",
+                          f"{h.self_ms:,.1f}" if h.self_ms is not None else "",
+                          f"{h.total_ms:,.1f}" if h.total_ms else h.detail, f"{h.count:,}" if h.count else "",
+                          h.location)
+        tables.append(table)
+    return tables
 
 
 def render_markdown(report: Report) -> str:
     lines = [f"# prof report: `{report.session}`", ""]
     if report.load:
-        load = report.load
-        lines += [f"{load['requests']} requests ({load['source']}), {load['throughput_rps']} req/s, p50/p95/p99 "
-                  f"{load['p50_ms']}/{load['p95_ms']}/{load['p99_ms']} ms; stage times from {load['stage_basis']}.", ""]
+        lines += [load_text(report.load) + ".", ""]
     lines += ["## Findings", ""]
     if not report.findings:
         lines.append("No finding.")
@@ -110,13 +140,16 @@ def render_markdown(report: Report) -> str:
         if finding.fix.snippet:
             lines += ["", "```python", finding.fix.snippet, "```"]
         lines.append("")
-    lines += ["## Stages", "", f"Share of {report.basis}.", "", "| stage | share | total ms | p50 ms | p99 ms |",
-              "|---|---|---|---|---|"]
-    lines += [f"| {r.stage} | {r.share:.1%} | {r.total_ms:,.0f} | {r.p50_ms or ''} | {r.p99_ms or ''} |"
+    lines += ["## Stages", "", "Work rows: share of busy thread time (they sum to 100 %); waits are not in the shares.",
+              "", "| stage | busy share | ms/request | threads | p50 ms | p99 ms | where |", "|---|---|---|---|---|---|---|"]
+    lines += [f"| {r.stage} | {f'{r.share:.1%}' if r.share is not None else 'waiting'} | {_fmt(r.per_request_ms)} | "
+              f"{_fmt(r.threads)} | {_fmt(r.p50_ms)} | {_fmt(r.p99_ms)} | {'; '.join(r.where[:3])} |"
               for r in report.stages]
-    lines += ["", "## Hotspots", "", "| source | kind | name | share | ms |", "|---|---|---|---|---|"]
-    lines += [f"| {h.source} | {h.kind} | `{h.name[:80]}` | {h.share:.1%} | {h.total_ms:,.0f} |"
-              for h in report.hotspots[:25]]
+    lines += ["", "## Hotspots"]
+    for title, rows in hotspot_groups(report, 10):
+        lines += ["", f"{title}:", "", "| name | share | inclusive | total ms | where |", "|---|---|---|---|---|"]
+        lines += [f"| `{h.name[:80]}` | {h.share:.1%} | {_pct(h.total_share)} | {h.total_ms:,.1f} | {h.location} |"
+                  for h in rows]
     if report.notes:
         lines += ["", "## Notes", ""] + [f"- {n}" for n in report.notes]
     return "\n".join(lines) + "\n"

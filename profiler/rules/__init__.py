@@ -1,5 +1,6 @@
-"""The diagnosis rules: one module each, every one a function ``(timeline, context) ->
-list[Finding]`` judging measured evidence only, listed here in one explicit registry.
+"""The diagnosis rules: one module each, every one a check ``(context) -> list[Verdict]`` judging
+measured evidence only (the contract: :mod:`profiler.rules.contract`), listed here in the one
+registry that holds their ids.
 
 Rule ids are stable (kebab-case) and documented in the README; thresholds cite the tools
 whose rules they follow (Nsight Systems' expert system, TensorBoard/XProf input-pipeline
@@ -8,38 +9,29 @@ analysis, Holistic Trace Analysis, SageMaker Debugger).
 
 from __future__ import annotations
 
-from typing import Protocol
-
-import pandas as pd
-
-from profiler.analysis.context import AnalysisContext
-from profiler.analysis.model import Finding
 from profiler.rules import (batching, cache, cpu_fallback, device_idle, gil, graph_fusion, host_sync, latency_outliers,
                             model_reload, pageable_h2d, precision, runtime_switch, serialization, stage_bound,
                             threads)
+from profiler.rules.contract import Rule, Verdict
 
+RULES: tuple[Rule, ...] = (
+    stage_bound.DECODE_BOUND,
+    stage_bound.PREPROCESS_BOUND,
+    batching.RULE,
+    precision.RULE,
+    graph_fusion.RULE,
+    runtime_switch.RULE,
+    cache.RULE,
+    pageable_h2d.RULE,
+    host_sync.RULE,
+    device_idle.RULE,
+    gil.RULE,
+    threads.RULE,
+    serialization.RULE,
+    model_reload.RULE,
+    cpu_fallback.RULE,
+    latency_outliers.RULE,
+)
+RULE_IDS: tuple[str, ...] = tuple(rule.id for rule in RULES)
 
-class RuleCheck(Protocol):
-    """What every rule is: measured evidence in, findings out."""
-
-    def __call__(self, timeline: pd.DataFrame, context: AnalysisContext) -> list[Finding]: ...
-
-
-RULES: dict[str, RuleCheck] = {
-    "decode-bound": stage_bound.decode_bound,
-    "preprocess-bound": stage_bound.preprocess_bound,
-    "batching-opportunity": batching.check,
-    "reduced-precision": precision.check,
-    "graph-fusion": graph_fusion.check,
-    "runtime-switch": runtime_switch.check,
-    "cache-opportunity": cache.check,
-    "pageable-h2d": pageable_h2d.check,
-    "host-sync": host_sync.check,
-    "device-idle": device_idle.check,
-    "gil-contention": gil.check,
-    "thread-oversubscription": threads.check,
-    "serialization-overhead": serialization.check,
-    "model-reload": model_reload.check,
-    "cpu-fallback": cpu_fallback.check,
-    "latency-outliers": latency_outliers.check,
-}
+__all__ = ["RULES", "RULE_IDS", "Rule", "Verdict"]

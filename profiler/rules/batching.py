@@ -10,12 +10,11 @@ Analyzer's approach: measure the model at each batch size rather than assume sca
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 
 from profiler.analysis.context import AnalysisContext
-from profiler.analysis.model import EventRef, Finding, Fix
-from profiler.rules.common import (FP32_TIME_FRACTION, batch_sizes, calibrated_on, finding, per_request_ms,
-                                   percent, runs_int8)
+from profiler.analysis.model import EventRef, Fix
+from profiler.rules.common import FP32_TIME_FRACTION, batch_sizes, calibrated_on, per_request_ms, percent, runs_int8
+from profiler.rules.contract import Rule, Verdict
 
 MIN_INFERENCE_SHARE = 0.30
 MIN_IN_FLIGHT = 2.0
@@ -28,12 +27,12 @@ while len(batch) < 8 and (item := await get_with_timeout(queue, 0.005)) is not N
 outputs = session.run(None, {"input": np.stack([b.tensor for b in batch])})"""
 
 
-def check(timeline: pd.DataFrame, ctx: AnalysisContext) -> list[Finding]:
+def check(ctx: AnalysisContext) -> list[Verdict]:
     requests = ctx.requests
     share = ctx.service_share("inference")
     if requests is None or requests.window_s <= 0 or share < MIN_INFERENCE_SHARE:
         return []
-    in_flight = requests.total_ns / (requests.window_s * 1e9)
+    in_flight = requests.in_flight_mean
     if in_flight < MIN_IN_FLIGHT:
         return []
     sizes = batch_sizes(ctx)
@@ -57,7 +56,7 @@ def check(timeline: pd.DataFrame, ctx: AnalysisContext) -> list[Finding]:
     target = next((b for b in _CHOICES if b <= in_flight), 2)
     if mean_batch >= 0.75 * target:
         return []
-    gain = None
+    method, assumptions = None, []
     removed = share * 0.5
     if calibration is not None:
         base = max(int(round(mean_batch)), 1)
@@ -67,16 +66,19 @@ def check(timeline: pd.DataFrame, ctx: AnalysisContext) -> list[Finding]:
             speedup *= _int8_factor(calibration, target) / _int8_factor(calibration, 1)
         removed = share * (1.0 - 1.0 / max(speedup, 1.0))
         evidence.update(target_batch=target, calibrated_speedup_per_image=round(speedup, 2))
-        gain = ctx.amdahl(removed, [f"batches of {target} fill at the measured concurrency ({in_flight:.1f} in "
-                                    "flight)", f"per-image inference {speedup:.2f}x faster at batch {target} "
-                                    f"({calibrated_on(ctx, calibration)})",
-                                    "waiting for a batch adds at most the max wait"],
-                          "calibrated")
+        method, assumptions = "calibrated", [
+            f"batches of {target} fill at the measured concurrency ({in_flight:.1f} in flight)",
+            f"per-image inference {speedup:.2f}x faster at batch {target} ({calibrated_on(ctx, calibration)})",
+            "waiting for a batch adds at most the max wait"]
     fix = Fix(f"batch concurrent requests into one forward pass (up to {target}, waiting at most 5 ms)", SNIPPET,
               {"--max-batch": str(target), "--max-wait-ms": "5"})
-    return [finding(ctx, "batching-opportunity", f"{in_flight:.1f} requests in flight but inference runs batches "
-                    f"of {mean_batch:.1f}: {percent(share)} of the work could be batched", removed, evidence, fix,
-                    gain, [EventRef("stages" if ctx.stage_basis == "stage spans" else "pyspy", stages=["inference"])])]
+    return [Verdict(f"{in_flight:.1f} requests in flight but inference runs batches of {mean_batch:.1f}: "
+                    f"{percent(share)} of the work could be batched", removed, evidence, fix,
+                    [EventRef("stages" if ctx.stage_basis == "stage spans" else "pyspy", stages=["inference"])],
+                    method, assumptions)]
+
+
+RULE = Rule("batching-opportunity", check)
 
 
 def _int8_factor(calibration, batch: int) -> float:

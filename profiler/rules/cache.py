@@ -8,11 +8,11 @@ SageMaker Debugger-style threshold: worth a finding from 10 % repeats."""
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 
 from profiler.analysis.context import AnalysisContext
-from profiler.analysis.model import EventRef, Finding, Fix
-from profiler.rules.common import finding, percent
+from profiler.analysis.model import EventRef, Fix
+from profiler.rules.common import percent
+from profiler.rules.contract import Rule, Verdict
 
 MIN_REPEATS = 0.10
 SNIPPET = """key = hashlib.sha256(body).hexdigest()
@@ -22,7 +22,7 @@ result = classify(body)
 cache.set(key, result)"""
 
 
-def check(timeline: pd.DataFrame, ctx: AnalysisContext) -> list[Finding]:
+def check(ctx: AnalysisContext) -> list[Verdict]:
     wire = ctx.wire_requests
     if wire.empty or wire["request_bytes"].fillna(0).max() <= 0:
         return []
@@ -39,11 +39,14 @@ def check(timeline: pd.DataFrame, ctx: AnalysisContext) -> list[Finding]:
         return []  # repeats are already answered much faster: something caches them
     served = 1.0 - ctx.service_share("receive", "deserialize", "serialize")
     removed = fraction * served
-    gain = ctx.amdahl(removed, [f"{percent(fraction)} of bodies repeat within the window and would be answered "
-                                "from the cache", "a cache lookup costs next to nothing beside inference"])
     fix = Fix("cache results by a hash of the request body (in process, or Redis shared by workers)", SNIPPET,
               {"--cache": "lru"})
     evidence = {"repeated_fraction": round(fraction, 3), "bodies": len(with_body),
                 "p50_ms_first_sighting": round(first_ms, 1), "p50_ms_repeats": round(repeat_ms, 1)}
-    return [finding(ctx, "cache-opportunity", f"{percent(fraction)} of request bodies are exact repeats, each "
-                    "computed again", removed, evidence, fix, gain, [EventRef("http")])]
+    return [Verdict(f"{percent(fraction)} of request bodies are exact repeats, each computed again", removed, evidence,
+                    fix, [EventRef("http")], assumptions=[
+                        f"{percent(fraction)} of bodies repeat within the window and would be answered from the cache",
+                        "a cache lookup costs next to nothing beside inference"])]
+
+
+RULE = Rule("cache-opportunity", check)

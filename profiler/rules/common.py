@@ -7,7 +7,6 @@ import numpy as np
 import pandas as pd
 
 from profiler.analysis.context import AnalysisContext
-from profiler.analysis.model import Finding, Fix, severity_for_share
 
 # TensorBoard / XProf input-pipeline analysis: a step is "highly input bound" when input
 # takes 20 % or more of it, "moderately" from 5 %. We raise a finding from the higher mark.
@@ -80,14 +79,6 @@ def batch_sizes(ctx: AnalysisContext) -> np.ndarray:
     if batched.empty:
         return np.zeros(0)
     return batched.groupby("batch_id")["request_id"].nunique().to_numpy()
-
-
-def finding(ctx: AnalysisContext, rule: str, title: str, removed: float, evidence: dict, fix: Fix,
-            gain=None, events=None) -> Finding:
-    """A finding whose fix removes ``removed`` of the server's per-request work."""
-    share = ctx.e2e_share(removed)
-    return Finding(rule=rule, title=title, share=round(float(share), 4), evidence=evidence, fix=fix,
-                   severity=severity_for_share(share), estimated_gain=gain, events=events or [])
 
 
 def percent(x: float) -> str:

@@ -3,16 +3,16 @@ run on the CPU execution provider — each one forces copies across PCIe and a s
 
 from __future__ import annotations
 
-import pandas as pd
-
-from profiler.analysis.context import AnalysisContext, arg_field
-from profiler.analysis.model import EventRef, Finding, Fix
-from profiler.rules.common import finding, percent
+from profiler.analysis.context import AnalysisContext
+from profiler.analysis.model import EventRef, Fix
+from profiler.measures import arg_field
+from profiler.rules.common import percent
+from profiler.rules.contract import Rule, Verdict
 
 _GPU_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider", "ROCMExecutionProvider")
 
 
-def check(timeline: pd.DataFrame, ctx: AnalysisContext) -> list[Finding]:
+def check(ctx: AnalysisContext) -> list[Verdict]:
     nodes = ctx.ort_nodes
     if nodes.empty:
         return []
@@ -26,13 +26,15 @@ def check(timeline: pd.DataFrame, ctx: AnalysisContext) -> list[Finding]:
     ops = arg_field(on_cpu, "op").value_counts().head(5)
     share = ctx.service_share("inference") or 1.0
     removed = share * fraction * 0.8
-    gain = ctx.amdahl(removed, ["the fallen-back nodes run 5x faster on the GPU and their copies disappear "
-                                "(assumed)"])
     fix = Fix("make every node run on the GPU provider: use ops/opset the CUDA EP supports, check "
               "session.get_providers() and ORT's verbose log for 'CPU' assignments",
               "so = onnxruntime.SessionOptions(); so.log_severity_level = 1   # logs node placement")
-    return [finding(ctx, "cpu-fallback", f"{len(on_cpu)} ORT nodes ran on the CPU in a GPU session "
-                    f"({percent(fraction)} of node time)", removed,
-                    {"cpu_nodes": len(on_cpu), "cpu_node_time_fraction": round(fraction, 3),
-                     "ops": {str(k): int(v) for k, v in ops.items()}}, fix, gain,
-                    [EventRef("ort", names=sorted(set(on_cpu["name"].astype(str)))[:20])])]
+    return [Verdict(f"{len(on_cpu)} ORT nodes ran on the CPU in a GPU session ({percent(fraction)} of node time)",
+                    removed, {"cpu_nodes": len(on_cpu), "cpu_node_time_fraction": round(fraction, 3),
+                              "ops": {str(k): int(v) for k, v in ops.items()}}, fix,
+                    [EventRef("ort", names=sorted(set(on_cpu["name"].astype(str)))[:20])],
+                    assumptions=["the fallen-back nodes run 5x faster on the GPU and their copies disappear "
+                                 "(assumed)"])]
+
+
+RULE = Rule("cpu-fallback", check)

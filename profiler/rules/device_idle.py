@@ -5,11 +5,11 @@ idle the host, not the GPU, limits throughput."""
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 
 from profiler.analysis.context import AnalysisContext
-from profiler.analysis.model import EventRef, Finding, Fix
-from profiler.rules.common import finding, percent
+from profiler.analysis.model import EventRef, Fix
+from profiler.rules.common import percent
+from profiler.rules.contract import Rule, Verdict
 
 MIN_IDLE = 0.30
 
@@ -23,7 +23,7 @@ def busy_ns(starts: np.ndarray, ends: np.ndarray) -> int:
     return int(reach[-1] - starts[0] - gaps.sum())
 
 
-def check(timeline: pd.DataFrame, ctx: AnalysisContext) -> list[Finding]:
+def check(ctx: AnalysisContext) -> list[Verdict]:
     torch = ctx.of("torch", "span")
     device = torch[torch["pid"] <= -100] if len(torch) else torch
     if len(device) < 10:
@@ -36,12 +36,16 @@ def check(timeline: pd.DataFrame, ctx: AnalysisContext) -> list[Finding]:
         idle = 1.0 - busy_ns(starts, ends) / window if window > 0 else 0.0
         if idle < MIN_IDLE:
             continue
-        gain = ctx.amdahl(idle * 0.5, ["half the idle time is recovered by feeding the GPU ahead (batching, "
-                                       "async copies, CUDA graphs); the rest is inherent"])
         fix = Fix("feed the GPU ahead of time: larger batches, pinned async copies, fewer host syncs, CUDA graphs "
                   "for small launches", "graph = torch.cuda.CUDAGraph()  # capture a fixed-shape forward once")
-        findings.append(finding(ctx, "device-idle", f"GPU {-100 - int(pid)} idle {percent(idle)} of the window",
-                                idle * 0.5, {"device": -100 - int(pid), "idle_fraction": round(idle, 3),
-                                             "window_ms": round(window / 1e6, 2)}, fix, gain,
-                                [EventRef("torch", start_ns=int(starts.min()), end_ns=int(ends.max()))]))
+        # The idle fraction is of the GPU's window: taken as the same fraction of busy time (contract).
+        findings.append(Verdict(f"GPU {-100 - int(pid)} idle {percent(idle)} of the window", idle * 0.5,
+                                {"device": -100 - int(pid), "idle_fraction": round(idle, 3),
+                                 "window_ms": round(window / 1e6, 2)}, fix,
+                                [EventRef("torch", start_ns=int(starts.min()), end_ns=int(ends.max()))],
+                                assumptions=["half the idle time is recovered by feeding the GPU ahead (batching, "
+                                             "async copies, CUDA graphs); the rest is inherent"]))
     return findings
+
+
+RULE = Rule("device-idle", check)

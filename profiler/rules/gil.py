@@ -15,7 +15,7 @@ Two kinds of evidence, the direct one first:
 When the work of stages that have their own rule holds the GIL most of the time (≥ 50 % of the
 held snapshots; (de)serialization, decode, preprocessing), that work is the cause: the finding
 names it, and the diagnosis ranks that rule's finding (serialization-overhead, decode-bound,
-preprocess-bound) before this one (:data:`CAUSE_RULES`, :func:`causes_first`).
+preprocess-bound) before this one (:data:`CAUSE_RULES`; the verdict ``ranks_after`` that rule).
 """
 
 from __future__ import annotations
@@ -23,9 +23,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from profiler.analysis.context import IDLE, SEND, AnalysisContext
-from profiler.analysis.model import EventRef, Finding, Fix
-from profiler.rules.common import finding, percent
+from profiler.analysis.attribution import IDLE, SEND
+from profiler.analysis.context import AnalysisContext
+from profiler.analysis.model import EventRef, Fix
+from profiler.rules.common import percent
+from profiler.rules.contract import Rule, Verdict
 
 MIN_BUSY_THREADS = 1.5
 MAX_CORES_USED = 1.3
@@ -38,7 +40,7 @@ CAUSE_RULES = {"deserialize": "serialization-overhead", "serialize": "serializat
                "decode": "decode-bound", "preprocess": "preprocess-bound"}
 
 
-def check(timeline: pd.DataFrame, ctx: AnalysisContext) -> list[Finding]:
+def check(ctx: AnalysisContext) -> list[Verdict]:
     samples = ctx.samples
     if samples.empty:
         return []
@@ -64,8 +66,6 @@ def check(timeline: pd.DataFrame, ctx: AnalysisContext) -> list[Finding]:
         wanting = busy_threads
     speedup = min(wanting, cores) / max(cores_used if cores_used is not None else 1.0, 0.1)
     removed = 1.0 - 1.0 / speedup if speedup > 1 else 0.0
-    gain = ctx.amdahl(removed, [f"{wanting:.1f} threads want to run, {cores_used or 1.0:.2f} cores are used: "
-                                f"separate processes could use up to {min(wanting, cores):.1f}"])
     evidence = {"busy_threads_mean": round(busy_threads, 2), "cores_used": round(cores_used, 2) if cores_used else None,
                 "cores": cores, **(snapshots or {})}
     cause = (snapshots or {}).get("gil_mostly_held_by")
@@ -82,8 +82,11 @@ def check(timeline: pd.DataFrame, ctx: AnalysisContext) -> list[Finding]:
         summary = f"shrink the work that holds the GIL (see {cause_rule}); then: " + summary
     fix = Fix(summary, "uvicorn app:app --workers 2      # or: ProcessPoolExecutor for the CPU-bound step",
               {"--workers": "2"})
-    return [finding(ctx, "gil-contention", title, removed, evidence, fix, gain,
-                    [EventRef("pyspy", stages=[cause] if cause else [], start_ns=start, end_ns=end)])]
+    return [Verdict(title, removed, evidence, fix,
+                    [EventRef("pyspy", stages=[cause] if cause else [], start_ns=start, end_ns=end)],
+                    assumptions=[f"{wanting:.1f} threads want to run, {cores_used or 1.0:.2f} cores are used: "
+                                 f"separate processes could use up to {min(wanting, cores):.1f}"],
+                    ranks_after=(cause_rule,) if cause_rule else ())]
 
 
 def _snapshot_figures(snapshots: pd.DataFrame, start: int, end: int) -> dict | None:
@@ -107,22 +110,12 @@ def _snapshot_figures(snapshots: pd.DataFrame, start: int, end: int) -> dict | N
             "gil_mostly_held_by": top, "gil_cause_rule": cause_rule}
 
 
-def causes_first(findings: list[Finding]) -> list[Finding]:
-    """Ranked findings with the one whose work holds the GIL moved just ahead of
-    gil-contention (removing that work removes the contention; more processes only spread it)."""
-    gil = next((f for f in findings if f.rule == "gil-contention"), None)
-    cause = gil.evidence.get("gil_cause_rule") if gil else None
-    culprit = next((f for f in findings if f.rule == cause), None) if cause else None
-    if gil is None or culprit is None or findings.index(culprit) < findings.index(gil):
-        return findings
-    reordered = [f for f in findings if f is not culprit]
-    reordered.insert(reordered.index(gil), culprit)
-    return reordered
-
-
 def _loaded_window(ctx: AnalysisContext, samples: pd.DataFrame) -> tuple[int, int]:
     """While requests were being served (an attach window often starts and ends idle)."""
     requests = ctx.wire_requests
     if len(requests):
         return int(requests["start_ns"].min()), int(requests["end_ns"].max())
     return int(samples["ts_ns"].min()), int((samples["ts_ns"] + samples["dur_ns"]).max())
+
+
+RULE = Rule("gil-contention", check)

@@ -10,8 +10,9 @@ import numpy as np
 import pandas as pd
 
 from profiler.analysis.context import AnalysisContext
-from profiler.analysis.model import EventRef, Finding, Fix
-from profiler.rules.common import calibrated_on, finding, inference_runtime, ort_op_types, percent
+from profiler.analysis.model import EventRef, Fix
+from profiler.rules.common import calibrated_on, inference_runtime, ort_op_types, percent
+from profiler.rules.contract import Rule, Verdict
 
 MIN_INFERENCE_SHARE = 0.25
 SMALL_OP_NS = 20_000  # ops shorter than 20 µs are dominated by dispatch overhead
@@ -23,7 +24,7 @@ options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE
 session = onnxruntime.InferenceSession("model.onnx", options)"""
 
 
-def check(timeline: pd.DataFrame, ctx: AnalysisContext) -> list[Finding]:
+def check(ctx: AnalysisContext) -> list[Verdict]:
     share = ctx.service_share("inference")
     if ctx.stage_basis == "none":  # an imported profiler trace alone: it is all model work
         share = _busy_share(ctx.kineto_category("cpu_op"))
@@ -34,7 +35,7 @@ def check(timeline: pd.DataFrame, ctx: AnalysisContext) -> list[Finding]:
     return _eager_storm(ctx, share)
 
 
-def _ort(ctx: AnalysisContext, share: float) -> list[Finding]:
+def _ort(ctx: AnalysisContext, share: float) -> list[Verdict]:
     """Judged on the graph an ORT trace shows. Without one there is no telling: timing alone
     cannot separate a fused from an unfused graph here (fusion is worth ~1.2x on this CPU,
     and co-running decode threads already stretch inference by ~30%)."""
@@ -52,16 +53,16 @@ def _ort(ctx: AnalysisContext, share: float) -> list[Finding]:
     else:
         speedup, assumption = 1.15, "fusion assumed to save 13% of inference (no calibration)"
     removed = share * (1.0 - 1.0 / speedup)
-    gain = ctx.amdahl(removed, [assumption], "calibrated" if calibration else "amdahl")
     fix = Fix("enable ONNX Runtime's graph optimizations (Conv+BatchNorm+ReLU fusion, constant folding)",
               FUSE_SNIPPET, {"--ort-opt-level": "all"})
     evidence = {"inference_share": round(share, 3), "batchnorm_nodes": int(counts.get("BatchNormalization", 0)),
                 "relu_nodes": int(counts.get("Relu", 0)), "conv_nodes": int(counts.get("Conv", 0))}
-    return [finding(ctx, "graph-fusion", "the ONNX graph runs unfused (BatchNorm/ReLU beside convolutions)", removed,
-                    evidence, fix, gain, [EventRef("ort", names=["BatchNormalization", "Relu"], stages=["inference"])])]
+    return [Verdict("the ONNX graph runs unfused (BatchNorm/ReLU beside convolutions)", removed, evidence, fix,
+                    [EventRef("ort", names=["BatchNormalization", "Relu"], stages=["inference"])],
+                    "calibrated" if calibration else "amdahl", [assumption])]
 
 
-def _eager_storm(ctx: AnalysisContext, share: float) -> list[Finding]:
+def _eager_storm(ctx: AnalysisContext, share: float) -> list[Verdict]:
     """Judged on time, not counts: eager ResNet-18 issues 64 % of its ops under 20 µs (allocations,
     views), yet they hold 0.5 % of its op time — the convolutions dominate and no fusion helps
     much. A storm is when top-level ops (those not inside another) shorter than 20 µs hold a real
@@ -76,14 +77,13 @@ def _eager_storm(ctx: AnalysisContext, share: float) -> list[Finding]:
     if small_share < MIN_SMALL_OP_TIME:
         return []
     removed = share * small_share * STORM_SAVING
-    gain = ctx.amdahl(removed, [f"compiling/fusing removes about {STORM_SAVING:.0%} of the time in ops shorter "
-                                "than 20 µs (assumed: their cost is mostly per-op dispatch)"])
     fix = Fix("compile or export the model so small ops fuse (torch.compile, TorchScript freeze, or ONNX Runtime)",
               "model = torch.compile(model, mode='reduce-overhead')", {"--backend": "ort"})
-    return [finding(ctx, "graph-fusion", f"{percent(small_share)} of eager op time is in {len(small):,} ops shorter "
-                    "than 20 µs", removed, {"ops": len(ops), "top_level_ops": len(outer), "small_ops": len(small),
-                                             "small_op_time_share": round(small_share, 3)}, fix, gain,
-                    [EventRef("torch", stages=["inference"])])]
+    return [Verdict(f"{percent(small_share)} of eager op time is in {len(small):,} ops shorter than 20 µs", removed,
+                    {"ops": len(ops), "top_level_ops": len(outer), "small_ops": len(small),
+                     "small_op_time_share": round(small_share, 3)}, fix, [EventRef("torch", stages=["inference"])],
+                    assumptions=[f"compiling/fusing removes about {STORM_SAVING:.0%} of the time in ops shorter than "
+                                 "20 µs (assumed: their cost is mostly per-op dispatch)"])]
 
 
 def _top_level(ops: pd.DataFrame) -> np.ndarray:
@@ -106,3 +106,6 @@ def _busy_share(ops: pd.DataFrame) -> float:
         return 0.0
     wall = float((ops["ts_ns"] + ops["dur_ns"]).max() - ops["ts_ns"].min())
     return min(float(ops["dur_ns"].to_numpy()[_top_level(ops)].sum()) / wall, 1.0) if wall > 0 else 0.0
+
+
+RULE = Rule("graph-fusion", check)

@@ -5,16 +5,15 @@ initialization, first-call compilation), or spread out (garbage collection, cont
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 
 from profiler.analysis.context import AnalysisContext
-from profiler.analysis.model import EventRef, Finding, Fix
-from profiler.rules.common import finding
+from profiler.analysis.model import EventRef, Fix
+from profiler.rules.contract import Rule, Verdict
 
 TAIL_RATIO = 3.0
 
 
-def check(timeline: pd.DataFrame, ctx: AnalysisContext) -> list[Finding]:
+def check(ctx: AnalysisContext) -> list[Verdict]:
     requests = ctx.requests
     if requests is None or requests.count < 50:
         return []
@@ -32,10 +31,14 @@ def check(timeline: pd.DataFrame, ctx: AnalysisContext) -> list[Finding]:
     fix = Fix("warm the model up before taking traffic (run a few dummy batches), and freeze long-lived objects "
               "out of the garbage collector", "for _ in range(3):\n    session.run(None, {'input': dummy})\n"
               "gc.freeze()   # after start-up")
-    return [finding(ctx, "latency-outliers", f"p99 {p99:.0f} ms is {p99 / p50:.1f}x the p50 ({p50:.0f} ms); likely "
-                    f"{cause}", share, {"p50_ms": round(p50, 1), "p99_ms": round(p99, 1),
-                                        "slow_in_first_tenth": round(warmup, 2), "gc_ms": round(gc_ns / 1e6, 1),
-                                        "cause": cause}, fix, None, [EventRef(requests.source)])]
+    return [Verdict(f"p99 {p99:.0f} ms is {p99 / p50:.1f}x the p50 ({p50:.0f} ms); likely {cause}",
+                    ctx.busy_fraction(share), {"p50_ms": round(p50, 1), "p99_ms": round(p99, 1),
+                                               "slow_in_first_tenth": round(warmup, 2), "gc_ms": round(gc_ns / 1e6, 1),
+                                               "cause": cause, "tail_share_of_request_time": round(share, 4)},
+                    fix, [EventRef(requests.source)], gain_method=None)]
+
+
+RULE = Rule("latency-outliers", check)
 
 
 def _gc_time(ctx: AnalysisContext) -> float:

@@ -4,16 +4,15 @@ Construction belongs to start-up; any of it inside the window is repeated waste.
 
 from __future__ import annotations
 
-import pandas as pd
-
 from profiler.analysis.context import AnalysisContext
-from profiler.analysis.model import EventRef, Finding, Fix
-from profiler.rules.common import finding, percent
+from profiler.analysis.model import EventRef, Fix
+from profiler.rules.common import percent
+from profiler.rules.contract import Rule, Verdict
 
 MIN_SHARE = 0.02
 
 
-def check(timeline: pd.DataFrame, ctx: AnalysisContext) -> list[Finding]:
+def check(ctx: AnalysisContext) -> list[Verdict]:
     requests = ctx.requests
     load_ns = float(ctx.stage_ns.get("model_load", 0.0))
     if requests is None or load_ns <= 0:
@@ -27,7 +26,6 @@ def check(timeline: pd.DataFrame, ctx: AnalysisContext) -> list[Finding]:
     share = load_ns / ctx.service_ns if ctx.service_ns else 0.0
     if share < MIN_SHARE:
         return []
-    gain = ctx.amdahl(share, ["the model is built once at start-up instead"])
     fix = Fix("build the model (InferenceSession / torch.load / constructor) once at start-up and reuse it",
               "SESSION = onnxruntime.InferenceSession('model.onnx')   # module level, at start-up\n"
               "def classify(x):\n    return SESSION.run(None, {'input': x})", {"--reload-per-request": "0"})
@@ -35,11 +33,15 @@ def check(timeline: pd.DataFrame, ctx: AnalysisContext) -> list[Finding]:
                 "basis": ctx.stage_basis}
     if count is not None:
         evidence["loads_during_window"] = count
-    return [finding(ctx, "model-reload", f"model construction during serving: {percent(share)} of the work", share,
-                    evidence, fix, gain, [EventRef("stages" if count is not None else "pyspy", stages=["model_load"])])]
+    return [Verdict(f"model construction during serving: {percent(share)} of the work", share, evidence, fix,
+                    [EventRef("stages" if count is not None else "pyspy", stages=["model_load"])],
+                    assumptions=["the model is built once at start-up instead"])]
 
 
 def _first_request_ns(ctx: AnalysisContext) -> int:
     spans = ctx.stage_spans
     served = spans[spans["stage"] != "model_load"]
     return int(served["ts_ns"].min()) if len(served) else 0
+
+
+RULE = Rule("model-reload", check)

@@ -12,9 +12,9 @@ from __future__ import annotations
 import pandas as pd
 
 from profiler.analysis.context import AnalysisContext
-from profiler.analysis.model import EventRef, Finding, Fix
-from profiler.rules.common import (FP32_TIME_FRACTION, calibrated_on, finding, inference_runtime,
-                                   per_request_ms, percent, runs_int8)
+from profiler.analysis.model import EventRef, Fix
+from profiler.rules.common import FP32_TIME_FRACTION, calibrated_on, inference_runtime, per_request_ms, percent, runs_int8
+from profiler.rules.contract import Rule, Verdict
 
 MIN_INFERENCE_SHARE = 0.30
 MIN_SPEEDUP = 1.2
@@ -23,21 +23,21 @@ _HEAVY_KERNEL = r"gemm|conv|cutlass|cudnn"
 GPU_FP16_SPEEDUP = 2.0  # assumed: tensor cores at half precision; calibrate on the GPU to know
 
 
-def check(timeline: pd.DataFrame, ctx: AnalysisContext) -> list[Finding]:
+def check(ctx: AnalysisContext) -> list[Verdict]:
     kernels = ctx.kineto_category("kernel")
     if len(kernels):
         return _gpu(ctx, kernels)
     return _cpu(ctx)
 
 
-def _cpu(ctx: AnalysisContext) -> list[Finding]:
+def _cpu(ctx: AnalysisContext) -> list[Verdict]:
     share = ctx.service_share("inference")
-    calibration = ctx.calibration
-    if share < MIN_INFERENCE_SHARE or calibration is None or not calibration.covers(1):
-        return []
-    if inference_runtime(ctx) != "ort":
+    if share < MIN_INFERENCE_SHARE or inference_runtime(ctx) != "ort":
         # INT8 here means ONNX Runtime: for torch, runtime-switch is the first step; for a model
         # prof cannot see, the calibrated figures are not its figures
+        return []
+    calibration = ctx.calibration
+    if calibration is None or not calibration.covers(1):
         return []
     speedup = float(calibration.precision_speedup.get("int8-static@1", 0.0))
     if speedup < MIN_SPEEDUP:
@@ -61,19 +61,17 @@ def _cpu(ctx: AnalysisContext) -> list[Finding]:
     else:
         evidence["ort_ops"] = "no quantized ops in the ORT trace"
     removed = share * (1.0 - 1.0 / speedup)
-    gain = ctx.amdahl(removed, [f"INT8 (static, QDQ) inference {speedup:.2f}x faster, "
-                                f"{calibrated_on(ctx, calibration)}",
-                                "accuracy must be checked on your data after quantization"], "calibrated")
     fix = Fix("quantize the model to INT8 (static, per-channel) and serve it with ONNX Runtime",
               "from onnxruntime.quantization import quantize_static, QuantType\n"
               "quantize_static('model.onnx', 'model.int8.onnx', calibration_reader, "
               "weight_type=QuantType.QInt8, per_channel=True)", {"--precision": "int8-static", "--backend": "ort"})
-    return [finding(ctx, "reduced-precision", f"inference ({percent(share)} of the work) runs in fp32; INT8 is "
-                    f"{speedup:.1f}x faster on this CPU", removed, evidence, fix, gain,
-                    [EventRef("ort" if len(ctx.of("ort")) else "pyspy", stages=["inference"])])]
+    return [Verdict(f"inference ({percent(share)} of the work) runs in fp32; INT8 is {speedup:.1f}x faster on this CPU",
+                    removed, evidence, fix, [EventRef("ort" if len(ctx.of("ort")) else "pyspy", stages=["inference"])],
+                    "calibrated", [f"INT8 (static, QDQ) inference {speedup:.2f}x faster, {calibrated_on(ctx, calibration)}",
+                                   "accuracy must be checked on your data after quantization"])]
 
 
-def _gpu(ctx: AnalysisContext, kernels: pd.DataFrame) -> list[Finding]:
+def _gpu(ctx: AnalysisContext, kernels: pd.DataFrame) -> list[Verdict]:
     names = kernels["name"].astype(str)
     heavy = kernels[names.str.contains(_HEAVY_KERNEL, case=False, regex=True)]
     if heavy.empty:
@@ -83,15 +81,18 @@ def _gpu(ctx: AnalysisContext, kernels: pd.DataFrame) -> list[Finding]:
     fraction = float(fp32["dur_ns"].sum()) / busy if busy else 0.0
     if fraction < 0.2:
         return []
-    removed = fraction * (1 - 1 / GPU_FP16_SPEEDUP)
-    gain = ctx.amdahl(removed, [f"fp32 GEMM/conv kernels are {percent(fraction)} of GPU kernel time",
-                                f"assumed {GPU_FP16_SPEEDUP:.0f}x faster at FP16 on tensor cores (not calibrated: "
-                                "no GPU on the analysing host)", "the GPU is the bottleneck"])
+    removed = fraction * (1 - 1 / GPU_FP16_SPEEDUP)  # of GPU kernel time: the GPU taken as the bottleneck
     fix = Fix("run the model in FP16 (autocast, or an FP16 ONNX/TensorRT engine)",
               "with torch.autocast('cuda', dtype=torch.float16):\n    logits = model(batch)",
               {"--precision": "fp16", "--device": "cuda"})
     top = fp32.groupby(fp32["name"].astype(str))["dur_ns"].sum().nlargest(3)
-    return [finding(ctx, "reduced-precision", f"{percent(fraction)} of GPU kernel time is fp32 GEMM/convolution",
-                    removed, {"fp32_kernel_fraction": round(fraction, 3), "fp32_kernels": len(fp32),
-                              "top_kernels": [n[:80] for n in top.index]}, fix, gain,
-                    [EventRef("torch", names=[n[:200] for n in top.index])])]
+    return [Verdict(f"{percent(fraction)} of GPU kernel time is fp32 GEMM/convolution", removed,
+                    {"fp32_kernel_fraction": round(fraction, 3), "fp32_kernels": len(fp32),
+                     "top_kernels": [n[:80] for n in top.index]}, fix,
+                    [EventRef("torch", names=[n[:200] for n in top.index])],
+                    assumptions=[f"fp32 GEMM/conv kernels are {percent(fraction)} of GPU kernel time",
+                                 f"assumed {GPU_FP16_SPEEDUP:.0f}x faster at FP16 on tensor cores (not calibrated: "
+                                 "no GPU on the analysing host)", "the GPU is the bottleneck"])]
+
+
+RULE = Rule("reduced-precision", check)

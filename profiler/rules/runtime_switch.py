@@ -3,21 +3,24 @@ host's calibration measures clearly slower than ONNX Runtime for the same model.
 
 from __future__ import annotations
 
-import pandas as pd
-
 from profiler.analysis.context import AnalysisContext
-from profiler.analysis.model import EventRef, Finding, Fix
-from profiler.rules.common import calibrated_on, finding, inference_runtime, percent
+from profiler.analysis.model import EventRef, Fix
+from profiler.rules.common import calibrated_on, inference_runtime, percent
+from profiler.rules.contract import Rule, Verdict
 
 MIN_INFERENCE_SHARE = 0.30
 MIN_SPEEDUP = 1.15
 
 
-def check(timeline: pd.DataFrame, ctx: AnalysisContext) -> list[Finding]:
-    runtime = inference_runtime(ctx)
+def check(ctx: AnalysisContext) -> list[Verdict]:
     share = ctx.service_share("inference")
+    if share < MIN_INFERENCE_SHARE:  # first: an imported training trace has no inference share, nor a calibration
+        return []
+    runtime = inference_runtime(ctx)
+    if runtime not in ("torch-eager", "torchscript"):
+        return []
     calibration = ctx.calibration
-    if runtime not in ("torch-eager", "torchscript") or share < MIN_INFERENCE_SHARE or calibration is None:
+    if calibration is None:
         return []
     current = calibration.runtime_ms.get(runtime) or calibration.runtime_ms.get("torch-eager")
     ort = calibration.runtime_ms.get("ort")
@@ -25,15 +28,17 @@ def check(timeline: pd.DataFrame, ctx: AnalysisContext) -> list[Finding]:
         return []
     speedup = current / ort
     removed = share * (1.0 - 1.0 / speedup)
-    gain = ctx.amdahl(removed, [f"ONNX Runtime runs this model {speedup:.2f}x faster than {runtime} at batch 1 "
-                                f"({calibrated_on(ctx, calibration)}, same thread count)"], "calibrated")
     fix = Fix("export the model to ONNX and serve it with ONNX Runtime (then consider INT8 on it: "
               "reduced-precision)",
               "torch.onnx.export(model, example, 'model.onnx', dynamo=True, external_data=False)\n"
               "session = onnxruntime.InferenceSession('model.onnx', providers=['CPUExecutionProvider'])",
               {"--backend": "ort"})
-    return [finding(ctx, "runtime-switch", f"inference on {runtime} ({percent(share)} of the work): ONNX Runtime "
-                    f"is {speedup:.1f}x faster here", removed,
-                    {"runtime": runtime, "inference_share": round(share, 3), "calibrated_ms": {runtime: current,
-                                                                                             "ort": ort}},
-                    fix, gain, [EventRef("pyspy", stages=["inference"])])]
+    return [Verdict(f"inference on {runtime} ({percent(share)} of the work): ONNX Runtime is {speedup:.1f}x faster "
+                    "here", removed, {"runtime": runtime, "inference_share": round(share, 3),
+                                      "calibrated_ms": {runtime: current, "ort": ort}},
+                    fix, [EventRef("pyspy", stages=["inference"])], "calibrated",
+                    [f"ONNX Runtime runs this model {speedup:.2f}x faster than {runtime} at batch 1 "
+                     f"({calibrated_on(ctx, calibration)}, same thread count)"])]
+
+
+RULE = Rule("runtime-switch", check)

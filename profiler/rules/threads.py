@@ -7,11 +7,10 @@ scheduler run delay (the time it was runnable but waited for a core)."""
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 
 from profiler.analysis.context import AnalysisContext
-from profiler.analysis.model import EventRef, Finding, Fix
-from profiler.rules.common import finding
+from profiler.analysis.model import EventRef, Fix
+from profiler.rules.contract import Rule, Verdict
 
 BUSY_THREAD_PERCENT = 10.0
 OVERSUBSCRIBED = 1.5  # busy threads per core
@@ -24,7 +23,7 @@ WAIT_LOSS = 1.5
 MAX_REMOVED = 0.5
 
 
-def check(timeline: pd.DataFrame, ctx: AnalysisContext) -> list[Finding]:
+def check(ctx: AnalysisContext) -> list[Verdict]:
     proc = ctx.of("proc", "counter")
     if proc.empty:
         return []
@@ -40,15 +39,17 @@ def check(timeline: pd.DataFrame, ctx: AnalysisContext) -> list[Finding]:
     invol_rate = float(np.nanmean(invol.groupby("ts_ns")["value"].sum().to_numpy())) if len(invol) else 0.0
     waiting = wait / 100.0
     removed = min(MAX_REMOVED, WAIT_LOSS * waiting * waiting)
-    gain = ctx.amdahl(removed, [f"{len(busy)} busy threads share {cores} cores, runnable but waiting for one "
-                                f"{wait:.0f}% of the time; pinning removes {WAIT_LOSS:g} x wait^2 of the work "
-                                "(fitted here: pinning bought x1.09 at 23% wait and x1.63 at 52%)"])
     fix = Fix(f"pin thread pools to the cores: intra-op threads x workers <= {cores}",
               "torch.set_num_threads(1); os.environ['OMP_NUM_THREADS'] = '1'\n"
               "options.intra_op_num_threads = 1   # onnxruntime.SessionOptions", {"--intra-op-threads": "1"})
-    return [finding(ctx, "thread-oversubscription", f"{len(busy)} threads busy (>{BUSY_THREAD_PERCENT:.0f}% CPU "
-                    f"each) on {cores} cores", removed,
+    return [Verdict(f"{len(busy)} threads busy (>{BUSY_THREAD_PERCENT:.0f}% CPU each) on {cores} cores", removed,
                     {"busy_threads": int(len(busy)), "cores": cores, "wait_percent_mean": round(wait, 1),
                      "involuntary_switches_per_s": round(invol_rate),
                      "busy_thread_cpu_percent": {int(t): round(float(v), 1) for t, v in busy.nlargest(8).items()}},
-                    fix, gain, [EventRef("proc", names=["thread_cpu_percent"])])]
+                    fix, [EventRef("proc", names=["thread_cpu_percent"])],
+                    assumptions=[f"{len(busy)} busy threads share {cores} cores, runnable but waiting for one "
+                                 f"{wait:.0f}% of the time; pinning removes {WAIT_LOSS:g} x wait^2 of the work "
+                                 "(fitted here: pinning bought x1.09 at 23% wait and x1.63 at 52%)"])]
+
+
+RULE = Rule("thread-oversubscription", check)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from profiler.measures.requests import RequestFigures, request_figures
 from samples.loadgen.runner import RequestRecord
 
 
@@ -29,23 +30,25 @@ class LoadSummary:
         return dict(self.__dict__)
 
 
+def records_figures(records: list[RequestRecord]) -> RequestFigures:
+    """The measured requests' figures (warm-up left out; answered = status 200), by the one
+    definition prof uses everywhere (:mod:`profiler.measures.requests`)."""
+    measured = [r for r in records if not r.warmup]
+    return request_figures("loadgen", np.array([r.start_ns for r in measured], dtype=np.int64),
+                           np.array([r.latency_ns for r in measured], dtype=np.int64),
+                           np.array([r.status == 200 for r in measured], dtype=bool))
+
+
 def summarize(records: list[RequestRecord], dropped: int = 0) -> LoadSummary:
     measured = [r for r in records if not r.warmup]
-    ok = [r for r in measured if r.status == 200]
-    latencies = np.array([r.latency_ns for r in ok], dtype=np.float64) / 1e6
-    if measured:
-        first = min(r.start_ns for r in measured)
-        last = max(r.start_ns + r.latency_ns for r in measured)
-        duration = max((last - first) / 1e9, 1e-9)
-    else:
-        duration = 0.0
-    pct = (lambda q: float(np.percentile(latencies, q))) if len(latencies) else (lambda q: float("nan"))
+    figures = records_figures(records)
+    latencies = figures.latency_ms
     errors = Counter(str(r.status) if r.status else (r.error or "error").split(":")[0] for r in measured
                      if r.status != 200)
     return LoadSummary(
-        requests=len(measured), ok=len(ok), errors=dict(errors), duration_s=duration,
-        throughput_rps=len(ok) / duration if duration else 0.0,
-        p50_ms=pct(50), p95_ms=pct(95), p99_ms=pct(99),
+        requests=len(measured), ok=figures.count, errors=dict(errors), duration_s=figures.window_s,
+        throughput_rps=figures.throughput_rps,
+        p50_ms=figures.percentile(50), p95_ms=figures.percentile(95), p99_ms=figures.percentile(99),
         mean_ms=float(latencies.mean()) if len(latencies) else float("nan"),
         duplicate_fraction=sum(r.duplicate for r in measured) / len(measured) if measured else 0.0,
         bytes_sent=sum(r.bytes_sent for r in measured), dropped=dropped,

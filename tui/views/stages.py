@@ -76,10 +76,10 @@ def distribution(report: Report) -> Table | Text:
     if not rows:
         return Text("no stage times in this session (no stage spans and no py-spy samples to attribute)")
     top = max((r.p99_ms or r.p95_ms or r.p50_ms or 0.0) for r in rows) or 1.0
-    table = Table(title=f"stage latency per request · share of {report.basis}", title_justify="left",
-                  box=None, padding=(0, 1), expand=True)
+    table = Table(title="stage latency per request · busy share: of busy thread time (work sums to 100 %; waits "
+                  "have none)", title_justify="left", box=None, padding=(0, 1), expand=True)
     table.add_column("stage")
-    table.add_column("share", justify="right")
+    table.add_column("busy share", justify="right")
     table.add_column("p50", justify="right")
     table.add_column("p95", justify="right")
     table.add_column("p99", justify="right")

@@ -128,9 +128,12 @@ def test_prof_report_cli_json_schema_and_markdown_on_a_real_session(session_of) 
     result = subprocess.run([*PROF, "report", str(path), "--json"], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
-    assert data["schema_version"] == 1
+    assert data["schema_version"] == 2
     for item in data["findings"]:
         assert {"rule", "severity", "share", "estimated_gain", "evidence", "fix"} <= set(item)
+    assert all(h["basis"] for h in data["hotspots"])  # every share names its denominator
+    work = [s for s in data["stages"] if s["kind"] == "work"]
+    assert abs(sum(s["share"] for s in work) - 1.0) < 1e-6
     assert {f["rule"] for f in data["findings"]} >= {"batching-opportunity", "cache-opportunity"}
     assert Report.from_dict(data).to_dict() == data  # the schema round-trips
     markdown = subprocess.run([*PROF, "report", str(path), "--markdown", "--no-calibration"], capture_output=True,
@@ -138,6 +141,6 @@ def test_prof_report_cli_json_schema_and_markdown_on_a_real_session(session_of) 
     assert markdown.returncode == 0 and "## Findings" in markdown.stdout and "batching-opportunity" in markdown.stdout
     text = subprocess.run([*PROF, "report", str(path), "--no-calibration"], capture_output=True, text=True,
                           timeout=120, env={**os.environ, "COLUMNS": "120"})
-    assert text.returncode == 0 and "fix:" in text.stdout and "hotspots across sources" in text.stdout
+    assert text.returncode == 0 and "fix:" in text.stdout and "share of busy thread time" in text.stdout
     missing = subprocess.run([*PROF, "report", str(path.parent / "nope")], capture_output=True, text=True)
     assert missing.returncode == 2 and "not a prof session" in missing.stderr and "Traceback" not in missing.stderr

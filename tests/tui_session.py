@@ -105,7 +105,7 @@ def _samples(stacks: StackTable) -> pd.DataFrame:
         tid += [LOOP_TID, WORKER_TID]
         ids += [loop_leaf, leaf["inference"] if 8 <= phase < 90 else leaf["idle"]]
     return make_events(ts_ns=ts, source="pyspy", kind="sample", name="sample", pid=SERVER_PID, tid=tid,
-                       stack_id=ids, value=1.0)
+                       dur_ns=2 * MS, stack_id=ids, value=1.0)  # py-spy at 500 Hz: each sample a 2 ms stretch
 
 
 def _counters() -> pd.DataFrame:

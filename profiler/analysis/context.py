@@ -70,8 +70,8 @@ class AnalysisContext(Measures):
         server's work takes away: all of it when requests queue for that work, else only
         the work itself."""
         requests = self.requests
-        if self.saturated or requests is None or requests.total_ns <= 0:
-            return fraction_removed
+        if self.saturated or requests is None or requests.total_ns <= 0 or self.service_ns <= 0:
+            return fraction_removed  # (no busy time measured: the requests' time is all there is to go by)
         return min(fraction_removed * self.service_ns / requests.total_ns, 1.0)
 
     def amdahl(self, fraction_removed: float, assumptions: list[str], method: str = "amdahl") -> Gain:

@@ -135,7 +135,11 @@ class Report:
     signatures: list[str] = field(default_factory=list)  # extra signature files the attribution used
 
     def to_dict(self) -> dict[str, Any]:
-        return {"schema_version": SCHEMA_VERSION, **asdict(self)}
+        """The JSON form: integer keys (stack and thread ids) as strings, as JSON writes them."""
+        data = asdict(self)
+        for name in ("sample_stages", "thread_names"):
+            data[name] = {str(k): v for k, v in data[name].items()}
+        return {"schema_version": SCHEMA_VERSION, **data}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Report:

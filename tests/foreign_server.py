@@ -5,6 +5,7 @@
   python foreign_server.py PORT json         base64 image inside JSON in, a verbose JSON answer out
   python foreign_server.py PORT gil          the "model" is pure Python: threads queue on the GIL
   python foreign_server.py PORT stalls       every 20th request stalls 400 ms in a cache flush
+  python foreign_server.py PORT lock         the model runs behind one lock: handler threads queue on it
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import base64
 import json
 import os
 import sys
+import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -23,6 +25,7 @@ import numpy as np  # noqa: E402
 MODE = sys.argv[2] if len(sys.argv) > 2 else "clean"
 WEIGHTS = np.random.default_rng(0).standard_normal((512, 4096)).astype(np.float32)
 COUNTER = iter(range(1 << 62))
+LOCK = threading.Lock()
 
 
 def forward(pixels: np.ndarray) -> np.ndarray:
@@ -58,7 +61,11 @@ class Handler(BaseHTTPRequestHandler):
                 image = base64.b64decode(json.loads(body)["image"])
         else:
             image = body
-        scores = forward(np.frombuffer(image, dtype=np.uint8))
+        if MODE == "lock":
+            with LOCK:  # one model, not thread-safe: every request waits here for the one before
+                scores = forward(np.frombuffer(image, dtype=np.uint8))
+        else:
+            scores = forward(np.frombuffer(image, dtype=np.uint8))
         if MODE == "stalls" and next(COUNTER) % 20 == 19:
             flush_cache()
         if MODE == "json":

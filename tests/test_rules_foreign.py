@@ -49,8 +49,8 @@ def drive(port: int, mode: str, seconds: float, clients: int) -> int:
 
 
 @pytest.fixture(scope="module")
-def findings_of(tmp_path_factory):
-    made: dict[str, dict] = {}
+def report_of(tmp_path_factory):
+    made: dict[str, object] = {}
 
     def get(mode: str) -> dict:
         if mode in made:
@@ -77,10 +77,32 @@ def findings_of(tmp_path_factory):
             server.wait()
         report = diagnose(load(out))
         assert report.load["source"] == "http" and report.load["stage_basis"] == "py-spy attribution"
-        made[mode] = {f.rule: f for f in report.findings}
-        return made[mode]
+        made[mode] = report
+        return report
 
     return get
+
+
+@pytest.fixture(scope="module")
+def findings_of(report_of):
+    return lambda mode: {f.rule: f for f in report_of(mode).findings}
+
+
+def test_shares_of_a_threaded_server_add_up_and_waits_are_named(report_of) -> None:
+    """Handler threads that queue on a lock around the model: the work rows are shares of busy
+    thread time summing to 100 %, the wait is named at the line of the lock, and no hotspot row
+    is an idle frame or a duplicate."""
+    report = report_of("lock")
+    work = [s for s in report.stages if s.kind == "work"]
+    assert abs(sum(s.share for s in work) - 1.0) < 0.01
+    (idle,) = [s for s in report.stages if s.kind == "wait"]
+    lock_line = 1 + next(i for i, line in enumerate(SERVER.read_text().splitlines()) if "with LOCK:" in line)
+    assert any(where.startswith(f"Handler.do_POST (tests/foreign_server.py:{lock_line})") for where in idle.where), \
+        idle.where
+    functions = [h for h in report.hotspots if h.source == "pyspy" and h.kind == "function"]
+    assert len({h.name for h in functions}) == len(functions)
+    assert not any(name in h.name for h in functions for name in ("select", "accept", "serve_forever", "_worker"))
+    assert all(h.total_share <= 1.0 + 1e-9 and h.basis == "busy thread time" for h in functions)
 
 
 def test_serialization_overhead_from_py_spy_frames_of_json_and_base64(findings_of) -> None:

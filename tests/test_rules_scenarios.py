@@ -105,6 +105,23 @@ def test_runtime_switch_from_eager_torch_to_ort(report_of) -> None:
     assert "runtime-switch" not in report_of("baseline")
 
 
+def test_prof_diff_shows_the_reload_regression(session_of) -> None:
+    """prof diff of a normal session against one that rebuilds the model per request: the
+    model_load stage appears in B (loads during serving are kept; start-up loads are not)."""
+    base, _ = session_of("fixed")
+    reload, _ = session_of("reload")
+    result = subprocess.run([*PROF, "diff", str(base), str(reload)], capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "COLUMNS": "200"})
+    assert result.returncode == 0, result.stderr
+    rows = [line for line in result.stdout.splitlines() if line.strip().startswith("model_load")]
+    assert len(rows) == 1, result.stdout
+    stage, a_ms, b_ms, delta_ms, a_share, b_share = (cell.strip() for cell in rows[0].split("│"))
+    assert a_ms == "" and a_share == ""  # no load while A served: its start-up load is not serving
+    assert float(b_ms) > 1.0 and float(delta_ms) == pytest.approx(float(b_ms), rel=0.02)
+    assert float(b_share.rstrip("%")) > 2.0
+    assert "throughput req/s" in result.stdout
+
+
 def test_model_reload_when_the_model_is_built_per_request(report_of) -> None:
     finding = report_of("reload")["model-reload"]
     assert finding.evidence["loads_during_window"] >= 2 and finding.share > 0.3

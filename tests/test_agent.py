@@ -17,6 +17,8 @@ import pytest
 from probes import agent
 from probes.stages import read_span_file
 
+pytestmark = pytest.mark.slow  # end to end: real servers, processes, measurements or whole UI runs
+
 
 def test_socket_is_private_and_speaks_json_lines(tmp_path) -> None:
     code = ("import probes.agent, time, sys; a = probes.agent.install(); print(a.path, flush=True); "

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import concurrent.futures
 import json
 
@@ -12,6 +14,8 @@ from probes.kineto import ingest_kineto
 from probes.ort import ingest_ort_profile
 from probes.stages import ingest_span_files
 from profiler.timeline import merge_events
+
+pytestmark = pytest.mark.slow  # end to end: real servers, processes, measurements or whole UI runs
 
 MS = 1_000_000
 

@@ -15,6 +15,8 @@ import pytest
 from profiler.analysis import calibration as cal
 from samples.model import artifacts
 
+pytestmark = pytest.mark.slow  # end to end: real servers, processes, measurements or whole UI runs
+
 
 @pytest.fixture(scope="module")
 def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:

@@ -19,6 +19,8 @@ from profiler.analysis.calibration_model import BATCH_SIZES
 from samples.model import artifacts
 from tests.tui_session import make_tui_session
 
+pytestmark = pytest.mark.slow  # end to end: real servers, processes, measurements or whole UI runs
+
 PROF = [sys.executable, "-m", "profiler.cli"]
 
 

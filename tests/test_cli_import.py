@@ -19,6 +19,8 @@ from profiler.renderers.speedscope import render_speedscope
 from samples.model.artifacts import BuildSettings, ensure_artifact
 from tests.data import KINETO_DATA
 
+pytestmark = pytest.mark.slow  # end to end: real servers, processes, measurements or whole UI runs
+
 DATA = KINETO_DATA
 
 

@@ -9,6 +9,8 @@ import torch
 from samples.model import artifacts
 from samples.model.engines import EngineError, EngineSettings, load_engine
 
+pytestmark = pytest.mark.slow  # end to end: real servers, processes, measurements or whole UI runs
+
 
 @pytest.fixture(scope="module")
 def batch() -> np.ndarray:

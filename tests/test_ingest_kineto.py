@@ -84,6 +84,7 @@ def assert_same_trace(fast: KinetoTrace, slow: KinetoTrace) -> None:
     assert (fast.base_time_ns, fast.device_properties) == (slow.base_time_ns, slow.device_properties)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["a100_train_rank0", "v100_ns_resolution", "alexnet_a100_pageable_sync"])
 def test_typed_parse_matches_generic_parse(name: str) -> None:
     """The fast typed decode is taken on real traces and yields exactly what the generic JSON path does."""
@@ -210,6 +211,7 @@ def _small_batches(monkeypatch) -> None:
 
 @pytest.mark.parametrize("name, workers", [("alexnet_a100_pageable_sync", "2"), ("alexnet_a100_pageable_sync", "3"),
                                            ("a100_train_rank0", "2")])
+@pytest.mark.slow
 def test_batches_shared_among_forked_processes_give_the_generic_result(name, workers, monkeypatch,
                                                                        counted_forks) -> None:
     monkeypatch.setenv("PROF_INGEST_WORKERS", workers)

@@ -19,6 +19,8 @@ from samples.loadgen.summary import summarize
 from samples.loadgen.workload import PAYLOADS, ImageMix, encode_payload
 from samples.sample_server.payload import extract_image
 
+pytestmark = pytest.mark.slow  # end to end: real servers, processes, measurements or whole UI runs
+
 
 def test_duplicate_fraction_and_determinism() -> None:
     mix = ImageMix(["64"], ["jpeg", "png"], duplicates=0.3, seed=4)

@@ -9,6 +9,8 @@ import pytest
 from samples.model import artifacts
 from samples.model.artifacts import ArtifactError, BuildSettings, ensure_artifact
 
+pytestmark = pytest.mark.slow  # end to end: real servers, processes, measurements or whole UI runs
+
 
 @pytest.mark.parametrize("precision", artifacts.PRECISIONS)
 def test_every_variant_exports_and_matches_torch(artifact_cache: Path, precision: str) -> None:

@@ -12,6 +12,8 @@ from probes.nvml import NO_DRIVER, NvmlSampler, ingest_nvml, load_nvml
 from probes.proc import ProcSampler, ingest_proc
 from profiler.timeline import gpu_pid, validate
 
+pytestmark = pytest.mark.slow  # end to end: real servers, processes, measurements or whole UI runs
+
 BURN = "import threading, time\nt = time.time() + 1.5\nwhile time.time() < t: pass\ntime.sleep(30)\n"
 
 

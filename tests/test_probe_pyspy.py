@@ -14,6 +14,8 @@ import pytest
 from probes.pyspy import PySpyError, PySpyOptions, PySpyRecorder, dump_threads, ingest_recording, thread_names
 from profiler.timeline import StackTable
 
+pytestmark = pytest.mark.slow  # end to end: real servers, processes, measurements or whole UI runs
+
 TARGET = textwrap.dedent("""
     import json, os, sys, threading, time
 

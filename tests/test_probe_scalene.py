@@ -11,6 +11,8 @@ import pytest
 from probes.scalene import ScaleneError, ingest_scalene, run_under_scalene
 from profiler.timeline import StackTable, validate
 
+pytestmark = pytest.mark.slow  # end to end: real servers, processes, measurements or whole UI runs
+
 PROGRAM = """
 import time
 

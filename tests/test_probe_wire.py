@@ -26,6 +26,8 @@ from profiler import load
 from profiler.measures.wire import requests_of_samples, wire_requests, wire_stats
 from samples.sample_server.process import free_port
 
+pytestmark = pytest.mark.slow  # end to end: real servers, processes, measurements or whole UI runs
+
 SERVER = Path(__file__).with_name("wire_test_server.py")
 PROF = [sys.executable, "-m", "profiler.cli"]
 

@@ -18,6 +18,8 @@ import pytest
 from samples.model import artifacts
 from tests.imported import import_findings
 
+pytestmark = pytest.mark.slow  # end to end: real servers, processes, measurements or whole UI runs
+
 
 @pytest.fixture(scope="module")
 def cpu_profile(artifact_cache, tmp_path_factory) -> list[dict]:

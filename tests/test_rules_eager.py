@@ -14,6 +14,8 @@ from profiler.rules.graph_fusion import MIN_OPS, SMALL_OP_NS
 from profiler.session import load
 from tests.imported import import_findings
 
+pytestmark = pytest.mark.slow  # end to end: real servers, processes, measurements or whole UI runs
+
 
 class TinyOps(nn.Module):
     """300 elementwise steps on an 8x8 tensor: every op is a few µs of dispatch."""

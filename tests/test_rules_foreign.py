@@ -88,6 +88,7 @@ def findings_of(report_of):
     return lambda mode: {f.rule: f for f in report_of(mode).findings}
 
 
+@pytest.mark.slow
 def test_shares_of_a_threaded_server_add_up_and_waits_are_named(report_of) -> None:
     """Handler threads that queue on a lock around the model: the work rows are shares of busy
     thread time summing to 100 %, the wait is named at the line of the lock, and no hotspot row
@@ -105,6 +106,7 @@ def test_shares_of_a_threaded_server_add_up_and_waits_are_named(report_of) -> No
     assert all(h.total_share <= 1.0 + 1e-9 and h.basis == "busy thread time" for h in functions)
 
 
+@pytest.mark.slow
 def test_serialization_overhead_from_py_spy_frames_of_json_and_base64(findings_of) -> None:
     finding = findings_of("json")["serialization-overhead"]
     assert finding.evidence["share"] >= 0.20
@@ -112,6 +114,7 @@ def test_serialization_overhead_from_py_spy_frames_of_json_and_base64(findings_o
     assert "serialization-overhead" not in findings_of("clean")
 
 
+@pytest.mark.slow
 def test_gil_contention_seen_in_gil_snapshots(findings_of) -> None:
     finding = findings_of("gil")["gil-contention"]
     evidence = finding.evidence
@@ -121,6 +124,7 @@ def test_gil_contention_seen_in_gil_snapshots(findings_of) -> None:
     assert "gil-contention" not in findings_of("clean")  # NumPy releases the GIL
 
 
+@pytest.mark.slow
 def test_json_work_holding_the_gil_is_ranked_as_the_cause_of_the_contention(findings_of) -> None:
     findings = findings_of("json")
     gil = findings["gil-contention"]
@@ -130,6 +134,7 @@ def test_json_work_holding_the_gil_is_ranked_as_the_cause_of_the_contention(find
     assert "serialization-overhead" in gil.fix.summary
 
 
+@pytest.mark.slow
 def test_latency_outliers_from_wire_latencies(findings_of) -> None:
     finding = findings_of("stalls")["latency-outliers"]
     assert finding.evidence["p99_ms"] > 3 * finding.evidence["p50_ms"]

@@ -16,6 +16,8 @@ from profiler.analysis.calibration import load_or_calibrate
 from profiler.analysis.diagnose import diagnose
 from profiler.session import load
 
+pytestmark = pytest.mark.slow  # end to end: real servers, processes, measurements or whole UI runs
+
 PROF = [sys.executable, "-m", "profiler.cli"]
 COMMON = ("--duration", "4", "--warmup", "1", "--intra-op-threads", "1", "--concurrency", "8")
 SCENARIOS = {

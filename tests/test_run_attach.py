@@ -19,6 +19,8 @@ import pytest
 from profiler import load
 from samples.sample_server.process import free_port
 
+pytestmark = pytest.mark.slow  # end to end: real servers, processes, measurements or whole UI runs
+
 PROF = [sys.executable, "-m", "profiler.cli"]
 
 

@@ -16,6 +16,8 @@ from PIL import Image
 from probes.stages import STAGE_NAMES, read_span_file
 from samples import images
 
+pytestmark = pytest.mark.slow  # end to end: real servers, processes, measurements or whole UI runs
+
 ALL_STAGES = {"receive", "deserialize", "decode", "preprocess", "queue", "h2d", "inference", "d2h",
               "postprocess", "serialize"}
 

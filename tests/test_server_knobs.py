@@ -14,6 +14,8 @@ import pytest
 from samples import images
 from samples.sample_server.process import ServerProcess, ServerStartError, free_port
 
+pytestmark = pytest.mark.slow  # end to end: real servers, processes, measurements or whole UI runs
+
 
 def classify(url: str, data: bytes) -> dict:
     response = httpx.post(f"{url}/classify", content=data, headers={"Content-Type": "image/jpeg"}, timeout=60)

@@ -3,6 +3,8 @@ through the public API."""
 
 from __future__ import annotations
 
+import pytest
+
 import json
 
 import profiler
@@ -12,6 +14,8 @@ from probes.pyspy import PySpyOptions, PySpyRecorder
 from profiler.session import build_timeline
 from profiler.session import Session
 from tests.test_alignment import drive
+
+pytestmark = pytest.mark.slow  # end to end: real servers, processes, measurements or whole UI runs
 
 
 def test_session_with_stages_ort_torch_pyspy_proc_and_nvml_off(start_server, tmp_path, jpeg_640) -> None:

@@ -154,6 +154,7 @@ def sample_server_session(artifact_cache, tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_sample_server_shares_from_stacks_match_its_own_stage_spans(sample_server_session) -> None:
     session = load(sample_server_session)
     timeline = session.timeline
@@ -232,6 +233,7 @@ def profile_foreign_server(framework: str, tmp_path: Path) -> tuple[pd.Series, p
     return time_shares(events, attribute_samples(events, stacks)), pd.Series(timed / timed.sum(), index=STEPS)
 
 
+@pytest.mark.slow
 def test_flask_app_stages_are_recognised_from_its_stacks(tmp_path: Path) -> None:
     shares, _ = profile_foreign_server("flask", tmp_path)
     assert shares["other"] < 0.20, shares.to_dict()
@@ -243,6 +245,7 @@ def test_flask_app_stages_are_recognised_from_its_stacks(tmp_path: Path) -> None
     # id is sampled again, so that stack's time is overstated by the gap.
 
 
+@pytest.mark.slow
 def test_http_server_app_stage_shares_match_its_own_clock(tmp_path: Path) -> None:
     shares, measured = profile_foreign_server("http.server", tmp_path)
     assert shares["other"] < 0.20, shares.to_dict()

@@ -28,6 +28,8 @@ from tui.views.hotspots import HotspotsView
 from tui.views.stacks import StacksView
 from tui.views.timeline import TimelineCanvas, TimelineView
 
+pytestmark = pytest.mark.slow  # end to end: real servers, processes, measurements or whole UI runs
+
 SIZE = (100, 32)
 
 

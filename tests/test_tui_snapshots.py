@@ -13,6 +13,8 @@ from profiler.cli_tui import DirectorySource
 from tests.tui_session import make_tui_session
 from tui.app import ProfApp
 
+pytestmark = pytest.mark.slow  # end to end: real servers, processes, measurements or whole UI runs
+
 
 @pytest.fixture
 def app(tmp_path: Path) -> ProfApp:

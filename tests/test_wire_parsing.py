@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import hashlib
 
+import pytest
+
 from probes.httpflow import Exchange, FlowCounters, HttpConnection
 from probes.netcap import TcpStream, port_filter
 
@@ -224,6 +226,7 @@ def test_samples_are_tied_to_requests_by_time_then_through_their_threads_connect
     assert alone_only.notna().sum() < len(served)  # without threads, overlap stays unknown
 
 
+@pytest.mark.slow
 def test_rate_series_counts_arrivals_completions_and_time_weighted_in_flight() -> None:
     import pandas as pd
 

@@ -7,6 +7,11 @@ runs twice per repeat: as shipped (the batches shared among one process per usab
 the trace is big enough) and held to one process (``PROF_INGEST_WORKERS=1``).
 
     .venv/bin/python benchmarks/ingest_kineto.py [--trace tests/data/kineto/a100_train_rank0.json.gz]
+
+A second table times whole commands from outside, start to exit, alternated the same way:
+``prof import TRACE`` as a user runs it (fresh process, the ingest, the diagnosis and the saved
+report included) against a fresh Python process that imports HTA and parses the same trace
+(HTA's least work for the same file: no analysis after the parse).
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
+import time
 import venv
 from pathlib import Path
 
@@ -48,6 +55,55 @@ def timed(python: Path | str, snippet: str, trace: Path, workers: str | None = N
     return float(seconds), int(rows)
 
 
+# HTA's own way in (a directory of rank traces) and the analyses nearest to what prof import's
+# diagnosis judges: temporal and idle breakdowns, kernels, launches, queue lengths, memcpy bandwidth.
+HTA_ANALYSES = """import sys
+from hta.trace_analysis import TraceAnalysis
+analyzer = TraceAnalysis(trace_dir=sys.argv[1])
+analyzer.get_temporal_breakdown(visualize=False)
+analyzer.get_idle_time_breakdown(visualize=False)
+analyzer.get_gpu_kernel_breakdown(visualize=False)
+analyzer.get_cuda_kernel_launch_stats(visualize=False)
+analyzer.get_queue_length_summary(ranks=[0])
+analyzer.get_memory_bw_summary(ranks=[0])
+"""
+
+
+def _trace_dir(trace: Path, out: str) -> Path:
+    """A directory holding the trace as HTA expects it (one file per rank)."""
+    directory = Path(out + "-hta")
+    directory.mkdir(parents=True, exist_ok=True)
+    target = directory / "rank-0.json.gz"
+    if not target.exists():
+        target.write_bytes(trace.read_bytes())
+    return directory
+
+
+def whole_command(command: list[str]) -> float:
+    """Wall seconds of a command from start to exit (it must succeed)."""
+    started = time.perf_counter()
+    subprocess.run(command, capture_output=True, cwd=ROOT, check=True)
+    return time.perf_counter() - started
+
+
+def whole_commands(trace: Path, repeats: int, hta: Path) -> dict[str, list[float]]:
+    prof = str(Path(sys.executable).with_name("prof"))
+    hta_parse = ("import sys\nfrom hta.common.trace_parser import parse_trace_dataframe\n"
+                 "from hta.configs.parser_config import ParserConfig\n"
+                 "meta, df, symbols = parse_trace_dataframe(sys.argv[1], ParserConfig())\nprint(len(df))\n")
+    commands = {"prof import (whole command, report included)": lambda out: [prof, "import", str(trace), "--out", out],
+                "HTA 0.5.0 (fresh process: import + parse)": lambda out: [str(hta), "-c", hta_parse, str(trace)],
+                "HTA 0.5.0 (TraceAnalysis + six analyses)": lambda out: [str(hta), "-c", HTA_ANALYSES,
+                                                                         str(_trace_dir(trace, out))]}
+    times: dict[str, list[float]] = {name: [] for name in commands}
+    with tempfile.TemporaryDirectory() as scratch:
+        for repeat in range(repeats):
+            order = list(commands) if repeat % 2 == 0 else list(reversed(commands))
+            for name in order:
+                times[name].append(whole_command(commands[name](str(Path(scratch) / f"s{repeat}-{len(times[name])}"))))
+    return times
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trace", type=Path, default=ROOT / "tests/data/kineto/a100_train_rank0.json.gz")
@@ -71,6 +127,13 @@ def main() -> int:
     for name, values in times.items():
         median = statistics.median(values)
         print(f"| {name} | {median:.3f} | {min(values):.3f} | {max(values):.3f} | {rows[name]} | ×{base / median:.2f} |")
+    whole = whole_commands(args.trace, args.repeats, hta)
+    prof_median = statistics.median(whole["prof import (whole command, report included)"])
+    print(f"\nwhole commands, wall time start to exit, {args.repeats} alternated repeats\n")
+    print("| command | median s | min | max | prof import faster by |\n|---|---|---|---|---|")
+    for name, values in whole.items():
+        median = statistics.median(values)
+        print(f"| {name} | {median:.3f} | {min(values):.3f} | {max(values):.3f} | ×{median / prof_median:.2f} |")
     return 0
 
 

@@ -32,7 +32,7 @@ import time
 T0 = time.perf_counter()
 import asyncio, json, sys
 from pathlib import Path
-from profiler.cli_tui import DirectorySource
+from profiler.cli.tui import DirectorySource
 from tui.app import ProfApp
 
 marks = {}

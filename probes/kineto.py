@@ -30,7 +30,7 @@ from probes.kineto_format import (ARG_KEYS, DEVICE_CATEGORIES, HOST_CATEGORIES, 
 from probes.kineto_typed import NotTyped, decode_typed
 from profiler.timeline import gpu_pid, make_events
 
-__all__ = ["DEVICE_CATEGORIES", "HOST_CATEGORIES", "KinetoError", "KinetoTrace", "ingest_kineto", "load_json_file",
+__all__ = ["DEVICE_CATEGORIES", "HOST_CATEGORIES", "KinetoError", "KinetoTrace", "ingest_kineto",
            "read_trace_json"]
 
 
@@ -50,13 +50,6 @@ def ingest_kineto(path: Path | str) -> KinetoTrace:
         return _ingest_generic(read_trace_json(path, raw))  # the bytes already read, not the file again
 
 
-def load_json_file(path: Path | str) -> tuple[bytes, object]:
-    """(decompressed bytes, parsed JSON) of a plain or gzipped JSON file (ISA-L inflates two to
-    three times as fast as zlib). Raises OSError, EOFError or ValueError as reading, gunzip or
-    parsing fail."""
-    return _parsed(Path(path).read_bytes())
-
-
 def read_trace_json(path: Path | str, raw: bytes | None = None) -> dict:
     """The kineto document of the file at ``path`` (whose bytes are ``raw`` where given)."""
     path = Path(path)
@@ -71,12 +64,23 @@ def read_trace_json(path: Path | str, raw: bytes | None = None) -> dict:
 
 def _parsed(raw: bytes) -> tuple[bytes, object]:
     """(the JSON text, its value) of a file's bytes, gunzipped if they are gzip."""
+    text = decompressed(raw)
+    return text, parse_json(text)
+
+
+def decompressed(raw: bytes) -> bytes:
+    """A file's bytes, gunzipped if they are gzip (ValueError if the stream is corrupt)."""
     if raw[:2] == b"\x1f\x8b":
         try:
-            raw = igzip.decompress(raw)
+            return igzip.decompress(raw)
         except IsalError as exc:  # a corrupt stream
             raise ValueError(f"corrupt gzip data ({exc})") from None
-    return raw, orjson.loads(raw)
+    return raw
+
+
+def parse_json(text: bytes) -> object:
+    """The value of a JSON text (ValueError if it is not JSON)."""
+    return orjson.loads(text)
 
 
 def _ingest_generic(document: dict) -> KinetoTrace:

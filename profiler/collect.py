@@ -18,13 +18,36 @@ import psutil
 from probes import agent as agent_probe
 from probes import nvml, proc, pyspy, wire
 from probes.registry import DEFAULT_PROBES, PROBES
-from profiler.session import Session
+from profiler.session import Session, build_timeline
 
 DEFAULT_PYSPY_RATE = 20
 
 
 class CollectError(RuntimeError):
     """The collection cannot start; the message is one line with the reason and the remedy."""
+
+
+def pyspy_options(args: Any, subprocesses: bool) -> pyspy.PySpyOptions:
+    """py-spy's options from the collection options of ``prof run``/``prof attach``
+    (``pyspy_rate``, ``gil``, ``native``, ``blocking``, ``gil_snapshots``); ValueError on a bad one."""
+    rate = args.pyspy_rate or DEFAULT_PYSPY_RATE
+    if rate <= 0 or rate > 10_000:
+        raise ValueError(f"--pyspy-rate {rate}: choose 1..10000 samples per second")
+    if not 0 <= args.gil_snapshots <= 20:
+        raise ValueError(f"--gil-snapshots {args.gil_snapshots:g}: choose 0..20 per second")
+    return pyspy.PySpyOptions(rate=rate, gil=args.gil, native=args.native, subprocesses=subprocesses,
+                              nonblocking=not args.blocking, snapshot_hz=args.gil_snapshots)
+
+
+def finish_collection(session: Session, outcome: str) -> None:
+    """Record how the collection ended and merge what it left into the session's timeline."""
+    if outcome == "target-exited":
+        session.add_note("the target exited during collection; the session holds what was collected until then")
+    elif outcome == "interrupted":
+        session.add_note("collection interrupted (Ctrl-C or SIGTERM); the session holds what was collected")
+    session.meta["outcome"] = outcome
+    session.save_meta()
+    build_timeline(session)
 
 
 def parse_probes(text: str | None) -> set[str]:

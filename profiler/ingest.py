@@ -137,13 +137,44 @@ def _return_big_frees_to_the_os() -> None:
 _M_MMAP_THRESHOLD = -3  # from glibc's malloc.h
 
 
-def read_trace_file(path: Path) -> tuple[bytes, object]:
-    """(decompressed bytes, parsed JSON) of a trace file; ValueError with the reason if unreadable."""
+PARSE_LIMIT = 8 << 20  # JSON text above this is recognised from its head and parsed once, by its ingester
+HEAD = 256 << 10
+
+
+def recognise_trace_file(path: Path) -> tuple[bytes, str]:
+    """(decompressed bytes, format) of a trace file (see :func:`detect_format`); ValueError with
+    the reason if it is unreadable or of no known format. A small file is parsed whole here; a big
+    one (a 25 MB kineto trace) is recognised from its head, and its ingester parses it, once."""
     try:
-        return kineto.load_json_file(path)
+        data = kineto.decompressed(Path(path).read_bytes())
+        if len(data) > PARSE_LIMIT:
+            return data, detect_format_of_head(data[:HEAD])
+        return data, detect_format(kineto.parse_json(data))
     except (OSError, EOFError, ValueError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).splitlines()[0]
+        if reason.startswith("not an ONNX Runtime profile"):
+            raise
         raise ValueError(f"not a readable JSON trace ({reason})") from None
+
+
+def detect_format_of_head(head: bytes) -> str:
+    """:func:`detect_format` from the first bytes of a big JSON text, by the keys and categories
+    each format writes first. Raises ValueError if none."""
+    text = head.lstrip()
+    compact = text.replace(b" ", b"")
+    if text.startswith(b"{"):
+        if b'"$schema"' in text and b"speedscope" in text:
+            return "speedscope"
+        if b'"start_time_absolute"' in text and b'"files"' in text:
+            return "scalene"
+        if b'"traceEvents"' in text:
+            return "pyspy" if b'"cat":"py-spy"' in compact else "torch"
+    elif text.startswith(b"["):
+        if any(f'"cat":"{cat}"'.encode() in compact for cat in ("Session", "Node", "Kernel")):
+            return "ort"
+        if b'"cat":"py-spy"' in compact:
+            return "pyspy"
+    return detect_format(None)
 
 
 def detect_format(document: object) -> str:

@@ -14,7 +14,7 @@ from profiler.analysis.calibration_policy import CalibrationPolicy
 from profiler.analysis.diagnose import diagnose
 from profiler.analysis.model import SCHEMA_VERSION, Report
 from profiler.atomic import atomic_write_bytes
-from profiler.session import TIMELINE, load
+from profiler.session import TIMELINE, Session, load
 
 REPORT_FILE = "report.json"
 
@@ -52,6 +52,11 @@ def report_for(session_path: Path, policy: CalibrationPolicy, signatures: Sequen
         saved = current_report(session_path, signatures)
         if saved is not None:
             return saved
-    report = diagnose(load(session_path), policy, signatures)
-    save_report(session_path, report)
+    return diagnose_and_save(load(session_path), policy, signatures)
+
+
+def diagnose_and_save(session: Session, policy: CalibrationPolicy, signatures: Sequence[Path | str] = ()) -> Report:
+    """Diagnose a loaded session under ``policy`` and keep the report beside it."""
+    report = diagnose(session, policy, [Path(p) for p in signatures])
+    save_report(session.path, report)
     return report

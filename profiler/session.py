@@ -210,13 +210,12 @@ def import_files(paths: list[Path], session: Session) -> tuple[list[Path], list[
     import into the same session, never overwrite each other. Each file is read once and
     stored decompressed, which is how the ingesters read them.
     """
-    from profiler.ingest import detect_format, read_trace_file
+    from profiler.ingest import recognise_trace_file
 
     imported, errors = [], []
     for path in paths:
         try:
-            data, document = read_trace_file(path)
-            probe = detect_format(document)
+            data, probe = recognise_trace_file(path)
         except ValueError as exc:
             errors.append(f"{path}: {exc}")
             continue

@@ -12,8 +12,8 @@ import pytest
 from rich.console import Console
 
 from profiler.analysis.diagnose import diagnose
-from profiler.cli_attach import event_counts
-from profiler.cli_tui import DirectorySource
+from profiler.cli.common import event_counts
+from profiler.cli.tui import DirectorySource
 from profiler.diff import diff_figures, session_figures
 from profiler.measures import Measures
 from profiler.report_store import current_report, save_report

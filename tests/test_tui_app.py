@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from textual.events import MouseScrollUp
 
-from profiler.cli_tui import DirectorySource
+from profiler.cli.tui import DirectorySource
 from profiler.report_store import current_report as cached_report
 from tests.chrome_trace_validator import validate_chrome_trace
 from tests.tui_session import make_tui_session

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from profiler.cli_tui import DirectorySource
+from profiler.cli.tui import DirectorySource
 from tests.tui_session import make_tui_session
 from tui.app import ProfApp
 

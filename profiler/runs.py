@@ -1,5 +1,7 @@
-"""``prof run sample_server [knobs]`` and ``prof run [options] -- COMMAND...``: start the
-target with every probe on, drive load, stop everything, merge, summarize."""
+"""A profiling run, start to end: the target (the sample server, or any command) started, the
+probes around it, the load generator driven at it with its records written, and everything
+stopped again whatever happens (Ctrl-C, SIGTERM, a target that exits). ``prof run`` parses its
+options and calls this; what is left is a session to merge and diagnose."""
 
 from __future__ import annotations
 
@@ -10,77 +12,17 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 from urllib.parse import urlparse
 
 from rich.console import Console
 
-EXAMPLES = """examples:
-  prof run sample_server                               20 s, 8 clients, default probes
-  prof run sample_server --max-batch 8 --concurrency 16 --duration 30
-  prof run sample_server --backend torch-eager --probes all      adds torch.profiler
-  prof run sample_server --rate 40 --duplicates 0.3 --payload msgpack --image-sizes 224,1280x720
-  prof run --url http://127.0.0.1:9000/predict -- python my_server.py --port 9000
-  prof run --duration 30 -- python batch_job.py        no load: profile the command for 30 s
-
-Server knobs (--backend, --max-batch, --cache ...) are those of 'prof serve --help'; the
-load options those of 'prof load --help'. Ctrl-C stops everything and keeps the session.
-"""
-
-
-def build_parser(prog: str = "prof run") -> argparse.ArgumentParser:
-    from profiler.cli_attach import add_collect_arguments
-    from samples.loadgen.__main__ import add_load_options
-    from samples.sample_server.config import add_server_arguments
-
-    parser = argparse.ArgumentParser(
-        prog=prog, usage=f"{prog} sample_server [knobs] [options] | {prog} [options] -- COMMAND...",
-        description="Start the reference server (or your command) with every probe on, drive load at it, "
-        "collect, merge into one timeline, and print a summary.",
-        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("target", nargs="?", choices=["sample_server"], help="what to run (or a command after --)")
-    add_collect_arguments(parser)
-    load = parser.add_argument_group("load (as 'prof load')")
-    add_load_options(load, warmup_s=3.0)
-    load.add_argument("--url", help="with a COMMAND: the classify endpoint to drive load at (none: no load)")
-    add_server_arguments(parser)
-    return parser
-
-
-def main(argv: list[str], prog: str = "prof run") -> int:
-    command: list[str] = []
-    if "--" in argv:
-        cut = argv.index("--")
-        argv, command = argv[:cut], argv[cut + 1:]
-    parser = build_parser(prog)
-    args = parser.parse_args(argv)
-    errors = Console(stderr=True, soft_wrap=True)  # an error stays one line, however long
-    if bool(command) == bool(args.target):
-        parser.error("give either 'sample_server' or a command after --")
-    from profiler import collect
-    from profiler.session import Session, SessionError
-
-    from profiler.cli_attach import chosen_probes
-
-    try:
-        probes = chosen_probes(args)
-        if args.duration <= 0:
-            raise ValueError("--duration must be positive")
-        knobs, config = _server_knobs(args) if args.target else ([], None)
-        mix = _mix(args)
-        out = args.out or collect.default_out("run")
-        session = Session.create(out, command=["prof", "run", *argv, *(["--", *command] if command else [])])
-    except (ValueError, SessionError) as exc:
-        errors.print(f"prof run: {exc}", highlight=False, markup=False)
-        return 2
-    console = Console()
-    runner = _SampleServerRun(session, args, probes, knobs, config, mix) if args.target else \
-        _CommandRun(session, args, probes, command, mix)
-    from profiler.cli_attach import open_viewer
-
-    return open_viewer(session.path, runner.run(console, errors), args.tui)
+from profiler import collect
+from samples.loadgen.__main__ import _run_with_progress, mix_from_args
+from samples.loadgen.runner import LoadRunner, LoadSpec, write_records
+from samples.sample_server.config import _OPTIONS, config_from_args
+from samples.sample_server.process import ServerProcess, ServerStartError
 
 
 LOAD_OPTIONS = ("concurrency", "rate", "warmup", "payload", "accept", "image_sizes", "formats", "duplicates", "seed",
@@ -92,9 +34,7 @@ def load_settings(args: argparse.Namespace) -> dict:
     return {name: getattr(args, name) for name in LOAD_OPTIONS}
 
 
-def _server_knobs(args: argparse.Namespace) -> tuple[list[str], object]:
-    from samples.sample_server.config import _OPTIONS, config_from_args
-
+def server_knobs(args: argparse.Namespace) -> tuple[list[str], object]:
     config = config_from_args(args)  # validates knobs and PROF_* env before anything starts
     knobs: list[str] = []
     for flag, *_ in _OPTIONS:
@@ -105,12 +45,15 @@ def _server_knobs(args: argparse.Namespace) -> tuple[list[str], object]:
     return knobs, config
 
 
-def _mix(args: argparse.Namespace):
-    from samples.loadgen.__main__ import mix_from_args
-
+def load_mix(args: argparse.Namespace):
     if not 0.0 <= args.duplicates <= 1.0:
         raise ValueError("--duplicates is a fraction between 0 and 1")
     return mix_from_args(args)
+
+
+class RunError(RuntimeError):
+    """The target could not be started or reached; the message says why (one line, or the
+    target's last output after it)."""
 
 
 class _Run:
@@ -119,9 +62,6 @@ class _Run:
         self.collector = None
 
     def drive_load(self, url: str, console: Console) -> None:
-        from samples.loadgen.__main__ import _run_with_progress
-        from samples.loadgen.runner import LoadRunner, LoadSpec, write_records
-
         args = self.args
         spec = LoadSpec(url=url, concurrency=args.concurrency, rate=args.rate, duration_s=args.duration,
                         requests=None, warmup_s=args.warmup, payload=args.payload,
@@ -142,10 +82,7 @@ class _Run:
 
     def start_collector(self, pid: int, probes: set[str], subprocesses: bool, use_agent: bool,
                         console: Console) -> None:
-        from profiler import collect
-        from profiler.cli_attach import pyspy_options
-
-        self.collector = collect.Collector(self.session, pid, probes, pyspy_options(self.args, subprocesses),
+        self.collector = collect.Collector(self.session, pid, probes, collect.pyspy_options(self.args, subprocesses),
                                            use_agent=use_agent, wire_ports=frozenset(self.args.wire_port))
         self.collector.start()
         states = []
@@ -161,16 +98,14 @@ class _Run:
             self.collector.stop()
 
 
-class _SampleServerRun(_Run):
+class SampleServerRun(_Run):
     def __init__(self, session, args, probes, knobs, config, mix) -> None:
         super().__init__(session, args, probes, mix)
         self.knobs, self.config = knobs, config
 
-    def run(self, console: Console, errors: Console) -> int:
-        from profiler import collect
-        from profiler.cli_attach import finish
-        from samples.sample_server.process import ServerProcess, ServerStartError
-
+    def run(self, console: Console) -> str:
+        """Start the server, collect while the load runs, stop everything: the outcome (done,
+        interrupted, target-exited). RunError when the server does not start."""
         knobs = list(self.knobs)
         if "stages" in self.probes:
             knobs += ["--spans-dir", str(self.session.raw_dir("stages"))]
@@ -186,10 +121,8 @@ class _SampleServerRun(_Run):
                 try:
                     server.start()
                 except ServerStartError as exc:
-                    errors.print(f"prof run: the sample server did not start:\n{exc}", highlight=False,
-                                 markup=False)
                     self.session.add_note("the sample server did not start; see raw/server/server.log")
-                    return 2
+                    raise RunError(f"the sample server did not start:\n{exc}") from None
             self.session.meta["targets"] = [server.pid]
             self.session.meta["server"] = {"knobs": self.knobs, "url": server.url, "pid": server.pid}
             self.session.save_meta()
@@ -209,18 +142,17 @@ class _SampleServerRun(_Run):
             self.stop_collector()
             server.stop()  # SIGTERM: the server flushes its spans and framework profile
             undo()
-        return finish(self.session, outcome, console)
+        return outcome
 
 
-class _CommandRun(_Run):
+class CommandRun(_Run):
     def __init__(self, session, args, probes, command, mix) -> None:
         super().__init__(session, args, probes, mix)
         self.command = command
 
-    def run(self, console: Console, errors: Console) -> int:
-        from profiler import collect
-        from profiler.cli_attach import finish
-
+    def run(self, console: Console) -> str:
+        """Start the command, collect (driving load at ``--url`` if given), stop everything: the
+        outcome. RunError when the command cannot start or never listens."""
         log_path = self.session.raw_dir("command") / "output.log"
         undo = collect.raise_on_sigterm()
         outcome = "done"
@@ -231,9 +163,7 @@ class _CommandRun(_Run):
                     process = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT,
                                                stdin=subprocess.DEVNULL, start_new_session=True)
                 except OSError as exc:
-                    errors.print(f"prof run: cannot start {self.command[0]}: {exc.strerror}", highlight=False,
-                                 markup=False)
-                    return 2
+                    raise RunError(f"cannot start {self.command[0]}: {exc.strerror}") from None
             self.session.meta["targets"] = [process.pid]
             self.session.save_meta()
             console.print(f"started pid {process.pid}: {' '.join(self.command)} (output: {log_path})")
@@ -243,8 +173,7 @@ class _CommandRun(_Run):
                 if self.args.url:
                     _wait_listening(self.args.url, process, timeout_s=120.0)
             except collect.CollectError as exc:
-                errors.print(f"prof run: {exc}\n{_tail(log_path)}", highlight=False, markup=False)
-                return 2
+                raise RunError(f"{exc}\n{_tail(log_path)}") from None
             self.start_collector(process.pid, self.probes, subprocesses=True, use_agent=True, console=console)
             if self.args.url:
                 self.drive_load(self.args.url, console)
@@ -260,26 +189,24 @@ class _CommandRun(_Run):
             if process is not None:
                 _end_group(process)
             undo()
-        return finish(self.session, outcome, console)
+        return outcome
 
 
 def _wait_listening(url: str, process: subprocess.Popen, timeout_s: float) -> None:
-    from profiler.collect import CollectError
-
     parsed = urlparse(url)
     if parsed.scheme not in ("http",) or not parsed.hostname:
-        raise CollectError(f"--url {url}: give an http:// URL")
+        raise collect.CollectError(f"--url {url}: give an http:// URL")
     port = parsed.port or 80
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise CollectError(f"the command exited with code {process.returncode} before listening on {port}")
+            raise collect.CollectError(f"the command exited with code {process.returncode} before listening on {port}")
         try:
             socket.create_connection((parsed.hostname, port), timeout=0.5).close()
             return
         except OSError:
             time.sleep(0.2)
-    raise CollectError(f"nothing listens at {parsed.hostname}:{port} after {timeout_s:.0f} s")
+    raise collect.CollectError(f"nothing listens at {parsed.hostname}:{port} after {timeout_s:.0f} s")
 
 
 def _end_group(process: subprocess.Popen) -> None:
@@ -306,7 +233,3 @@ def _tail(path: Path, lines: int = 15) -> str:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return ""
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

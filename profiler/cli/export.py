@@ -1,4 +1,4 @@
-"""``prof export SESSION`` (Chrome trace, speedscope, Parquet) and ``prof diff A B``."""
+"""``prof export SESSION``: the timeline as a Chrome trace (Perfetto), speedscope or Parquet."""
 
 from __future__ import annotations
 
@@ -17,9 +17,6 @@ EXPORT_EXAMPLES = """examples:
   prof export SESSION --parquet events.parquet                     the timeline, for pandas / DuckDB
 """
 
-DIFF_EXAMPLES = """examples:
-  prof diff prof-out/before prof-out/after       per-stage and per-hotspot changes, B against A
-"""
 
 
 def main(argv: list[str], prog: str = "prof export") -> int:
@@ -57,27 +54,6 @@ def main(argv: list[str], prog: str = "prof export") -> int:
     except OSError as exc:
         print(f"prof export: cannot write {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
         return 2
-    return 0
-
-
-def diff_main(argv: list[str], prog: str = "prof diff") -> int:
-    parser = argparse.ArgumentParser(prog=prog, description="Compare two sessions: per-stage times and the "
-                                     "biggest hotspots (py-spy functions, ORT op types, torch ops), B against A.",
-                                     epilog=DIFF_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("a", type=Path, help="baseline session")
-    parser.add_argument("b", type=Path, help="session to compare")
-    parser.add_argument("--top", type=int, default=15, help="hotspot rows (default 15)")
-    args = parser.parse_args(argv)
-    from rich.console import Console
-
-    from profiler.diff import diff_figures, print_diff, session_figures
-
-    try:
-        a, b = session_figures(args.a), session_figures(args.b)
-    except SessionError as exc:
-        print(f"prof diff: {exc}", file=sys.stderr)
-        return 2
-    print_diff(diff_figures(a, b, args.top), Console(), args.a, args.b)
     return 0
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from profiler.cli_attach import diagnosed, event_counts, headline
+from profiler.cli.common import diagnosed, event_counts, headline
 from profiler.session import Session, SessionError, build_timeline, import_files
 
 EXAMPLES = """examples:

@@ -39,49 +39,49 @@ def _load(argv: list[str]) -> int:
 
 
 def _import(argv: list[str]) -> int:
-    from profiler.cli_import import main
+    from profiler.cli.import_traces import main
 
     return main(argv)
 
 
 def _attach(argv: list[str]) -> int:
-    from profiler.cli_attach import main
+    from profiler.cli.attach import main
 
     return main(argv)
 
 
 def _run(argv: list[str]) -> int:
-    from profiler.cli_run import main
+    from profiler.cli.run import main
 
     return main(argv)
 
 
 def _export(argv: list[str]) -> int:
-    from profiler.cli_export import main
+    from profiler.cli.export import main
 
     return main(argv)
 
 
 def _diff(argv: list[str]) -> int:
-    from profiler.cli_export import diff_main
+    from profiler.cli.diff import main
 
-    return diff_main(argv)
+    return main(argv)
 
 
 def _report(argv: list[str]) -> int:
-    from profiler.cli_report import main
+    from profiler.cli.report import main
 
     return main(argv)
 
 
 def _tui(argv: list[str]) -> int:
-    from profiler.cli_tui import main
+    from profiler.cli.tui import main
 
     return main(argv)
 
 
 def _verify(argv: list[str]) -> int:
-    from profiler.cli_verify import main
+    from profiler.cli.verify import main
 
     return main(argv)
 
@@ -129,7 +129,3 @@ def _dispatch(argv: list[str]) -> int:
         print(f"prof: unknown command {argv[0]!r}; choose from {', '.join(by_name)}", file=sys.stderr)
         return 2
     return command.run(argv[1:])
-
-
-if __name__ == "__main__":
-    sys.exit(main())

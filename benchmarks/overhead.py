@@ -26,7 +26,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from probes import agent as agent_probe  # noqa: E402
-from probes import proc, pyspy, wire  # noqa: E402
+from probes import proc, pyspy  # noqa: E402
+from probes.http import probe as wire  # noqa: E402
 from profiler.collect import DEFAULT_PROBES, DEFAULT_PYSPY_RATE  # noqa: E402
 from samples.loadgen.runner import LoadRunner, LoadSpec  # noqa: E402
 from samples.loadgen.workload import ImageMix  # noqa: E402

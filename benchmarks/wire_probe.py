@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from overhead import throughput  # noqa: E402
-from probes.wire import WireProbe  # noqa: E402
+from probes.http.probe import WireProbe  # noqa: E402
 from samples.sample_server.process import ServerProcess, free_port  # noqa: E402
 
 FAST_SERVER = """

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from probes.protocol import ProbeUnavailable, Target
 from profiler.timeline import gpu_pid, make_events, merge_events
 
 SOURCE = "nvml"
@@ -156,3 +157,25 @@ def ingest_nvml(path: Path | str) -> pd.DataFrame:
                                   pid=pid.astype(np.int64), value=util.astype(float),
                                   args=[json.dumps({"device": int(d)}) for d in dev]))
     return merge_events(frames)
+
+
+@dataclass
+class NvmlProbe:
+    """The ``nvml`` probe (:class:`probes.protocol.Probe`): off with the driver's reason where
+    there is no NVIDIA GPU."""
+
+    sampler: NvmlSampler
+
+    @classmethod
+    def for_target(cls, target: Target) -> NvmlProbe:
+        return cls(NvmlSampler(target.raw_dir("nvml"), pids={target.pid, *target.family},
+                               interval_s=target.interval_s))
+
+    def start(self) -> dict:
+        if not self.sampler.start():
+            raise ProbeUnavailable(self.sampler.reason_off or "NVML unavailable")
+        return {"interval_s": self.sampler.interval_s}
+
+    def stop(self) -> tuple[dict, list[str]]:
+        self.sampler.stop()
+        return {}, [f"nvml: {e}" for e in getattr(self.sampler, "errors", [])]

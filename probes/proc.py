@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 import psutil
 
+from probes.protocol import ProbeUnavailable, Target
 from profiler.timeline import make_events, merge_events
 
 SOURCE = "proc"
@@ -178,3 +179,25 @@ def _process_counters(pid: int, samples: list[dict]) -> list[pd.DataFrame]:
                 values = np.asarray([x[2] for x in series], dtype=np.float64)
                 counter(name, ts[1:], 100.0 * np.diff(values) / elapsed, tid)
     return frames
+
+
+@dataclass
+class ProcProbe:
+    """The ``proc`` probe (:class:`probes.protocol.Probe`)."""
+
+    sampler: ProcSampler
+
+    @classmethod
+    def for_target(cls, target: Target) -> ProcProbe:
+        return cls(ProcSampler(target.pid, target.raw_dir("proc"), interval_s=target.interval_s))
+
+    def start(self) -> dict:
+        try:
+            self.sampler.start()
+        except psutil.Error as exc:
+            raise ProbeUnavailable(f"psutil: {exc}") from None
+        return {"interval_s": self.sampler.interval_s}
+
+    def stop(self) -> tuple[dict, list[str]]:
+        self.sampler.stop()
+        return {}, [f"proc: {e}" for e in self.sampler.errors]

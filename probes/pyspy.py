@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from probes.protocol import ProbeUnavailable, Target
 from probes.gil_snapshots import SNAPSHOT_FILE, GilSnapshotter, ingest_snapshots
 from profiler.clock import ClockAnchor
 from profiler.timeline import StackTable, make_events, merge_events
@@ -177,6 +178,33 @@ class PySpyRecorder:
                 self.process.kill()
                 self.process.wait()
         return self.trace_path if self.trace_path.is_file() else None
+
+
+@dataclass
+class PySpyProbe:
+    """The ``pyspy`` probe (:class:`probes.protocol.Probe`): the recorder and its GIL snapshots."""
+
+    recorder: PySpyRecorder
+
+    @classmethod
+    def for_target(cls, target: Target) -> PySpyProbe:
+        return cls(PySpyRecorder(target.pid, target.raw_dir("pyspy"), target.pyspy))
+
+    def start(self) -> dict:
+        try:
+            self.recorder.start()
+        except PySpyError as exc:
+            self.recorder.stop()
+            raise ProbeUnavailable(str(exc)) from None
+        return {"rate_hz": self.recorder.options.rate, "flags": self.recorder.options.flags()}
+
+    def stop(self) -> tuple[dict, list[str]]:
+        try:
+            if self.recorder.stop() is None:
+                return {}, ["py-spy wrote no trace (the target may have exited before it could)"]
+        except Exception as exc:  # never leave a py-spy child behind for a reporting problem
+            return {}, [f"py-spy: {exc}"]
+        return {}, []
 
 
 def thread_map(out_dir: Path, pid: int) -> dict[int, dict]:

@@ -16,8 +16,9 @@ from typing import Any, Callable
 import psutil
 
 from probes import agent as agent_probe
-from probes import nvml, proc, pyspy, wire
-from probes.registry import DEFAULT_PROBES, PROBES
+from probes import pyspy
+from probes.protocol import Probe, ProbeUnavailable, Target
+from probes.registry import DEFAULT_PROBES, PROBE_SPECS, PROBES
 from profiler.session import Session, build_timeline
 
 DEFAULT_PYSPY_RATE = 20
@@ -108,11 +109,8 @@ class Collector:
     interval_s: float = 0.1
     use_agent: bool = True
     on_status: Callable[[str, str, str | None], None] = lambda probe, status, reason: None
-    _pyspy: pyspy.PySpyRecorder | None = None
-    _proc: proc.ProcSampler | None = None
-    _nvml: nvml.NvmlSampler | None = None
-    _wire: wire.WireProbe | None = None
     wire_ports: frozenset[int] = frozenset()
+    _running: list[tuple[str, Probe, dict[str, Any]]] = field(default_factory=list)
     _agents: list[agent_probe.AgentClient] = field(default_factory=list)
     started: bool = False
 
@@ -121,57 +119,29 @@ class Collector:
         self.on_status(probe, status, reason)
 
     def start(self) -> None:
-        """Start every chosen probe; a probe that cannot run is marked off with its reason."""
+        """Start every chosen probe of the registry that runs outside the target, in the
+        registry's order; one that cannot run is marked off with its reason. Then the agent
+        windows for the probes that run inside it."""
         self.started = True
         self.session.anchor_clock()
-        if "pyspy" in self.probes:
-            recorder = pyspy.PySpyRecorder(self.pid, self.session.raw_dir("pyspy"), self.pyspy_options)
+        target = Target(self.pid, self.session.raw_dir, tuple(c.pid for c in _children(self.pid)), self.interval_s,
+                        self.pyspy_options, self.wire_ports)
+        for spec in PROBE_SPECS:
+            if spec.start is None:
+                continue
+            if spec.name not in self.probes:
+                self._status(spec.name, "off", "not chosen (--probes)")
+                continue
+            probe = spec.start(target)
             try:
-                recorder.start()
-                self._pyspy = recorder
-                self._status("pyspy", "on", rate_hz=self.pyspy_options.rate,
-                             flags=self.pyspy_options.flags())
-            except pyspy.PySpyError as exc:
-                recorder.stop()
-                self._status("pyspy", "off", str(exc))
-        else:
-            self._status("pyspy", "off", "not chosen (--probes)")
-        if "proc" in self.probes:
-            sampler = proc.ProcSampler(self.pid, self.session.raw_dir("proc"), interval_s=self.interval_s)
-            try:
-                sampler.start()
-                self._proc = sampler
-                self._status("proc", "on", interval_s=self.interval_s)
-            except psutil.Error as exc:
-                self._status("proc", "off", f"psutil: {exc}")
-        else:
-            self._status("proc", "off", "not chosen (--probes)")
-        if "nvml" in self.probes:
-            family = {self.pid, *(c.pid for c in _children(self.pid))}
-            sampler = nvml.NvmlSampler(self.session.raw_dir("nvml"), pids=family, interval_s=self.interval_s)
-            if sampler.start():
-                self._nvml = sampler
-                self._status("nvml", "on", interval_s=self.interval_s)
-            else:
-                self._status("nvml", "off", sampler.reason_off)
-        else:
-            self._status("nvml", "off", "not chosen (--probes)")
-        self._start_wire()
+                details = probe.start()
+            except ProbeUnavailable as exc:
+                self._status(spec.name, "off", str(exc))
+                continue
+            self._running.append((spec.name, probe, details))
+            self._status(spec.name, "on", **details)
         if self.use_agent:
             self._open_agent_windows()
-
-    def _start_wire(self) -> None:
-        if "http" not in self.probes:
-            self._status("http", "off", "not chosen (--probes / --no-wire)")
-            return
-        probe = wire.WireProbe(self.pid, self.session.raw_dir("http"), self.wire_ports)
-        try:
-            probe.start()
-        except wire.WireError as exc:
-            self._status("http", "off", str(exc))
-            return
-        self._wire = probe
-        self._status("http", "on", ports=list(probe.watched))
 
     def _open_agent_windows(self) -> None:
         wanted = sorted(self.probes & {"stages", "framework"})
@@ -216,23 +186,15 @@ class Collector:
             finally:
                 client.close()
         self._agents.clear()
-        if self._pyspy is not None:
+        for name, probe, details in self._running:
             try:
-                if self._pyspy.stop() is None:
-                    problems.append("py-spy wrote no trace (the target may have exited before it could)")
-            except Exception as exc:  # never leave a py-spy child behind for a reporting problem
-                problems.append(f"py-spy: {exc}")
-            self._pyspy = None
-        for name, sampler in (("proc", self._proc), ("nvml", self._nvml)):
-            if sampler is not None:
-                sampler.stop()
-                problems.extend(f"{name}: {e}" for e in getattr(sampler, "errors", []))
-        self._proc = self._nvml = None
-        if self._wire is not None:  # last: the final responses of the window are still on the wire
-            stats = self._wire.stop()
-            self.session.set_probe("http", "on", ports=list(self._wire.watched), **{
-                k: stats[k] for k in ("exchanges", "connections", "packets", "drops") if k in stats})
-            self._wire = None
+                more, met = probe.stop()
+            except Exception as exc:  # one probe's failure to stop must not leave the others running
+                more, met = {}, [f"{name}: could not stop cleanly ({type(exc).__name__}: {exc})"]
+            if more:
+                self.session.set_probe(name, "on", **{**details, **more})
+            problems.extend(met)
+        self._running.clear()
         self.session.anchor_clock()
         for problem in problems:
             self.session.add_note(problem)

@@ -13,7 +13,8 @@ from typing import Callable
 import pandas as pd
 import pyarrow as pa
 
-from probes import kineto, loadgen, nvml, ort, proc, pyspy, scalene, stages, wire
+from probes import kineto, loadgen, nvml, ort, proc, pyspy, scalene, stages
+from probes.http import probe as wire
 from profiler.timeline import StackTable, make_events, merge_events
 
 

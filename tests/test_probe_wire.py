@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from probes.wire import WireProbe, ingest_wire, problems_of
+from probes.http.probe import WireProbe, ingest_wire, problems_of
 from profiler import load
 from profiler.measures.wire import requests_of_samples, wire_requests, wire_stats
 from samples.sample_server.process import free_port

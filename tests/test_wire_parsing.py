@@ -7,8 +7,8 @@ import hashlib
 
 import pytest
 
-from probes.httpflow import Exchange, FlowCounters, HttpConnection
-from probes.netcap import TcpStream, port_filter
+from probes.http.flow import Exchange, FlowCounters, HttpConnection
+from probes.http.netcap import TcpStream, port_filter
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
 

@@ -1,4 +1,4 @@
-"""The capture process of the ``http`` probe: ``python -m probes.wire_capture --pid P --out DIR``.
+"""The capture process of the ``http`` probe: ``python -m probes.http.capture --pid P --out DIR``.
 
 It runs beside py-spy as prof's child, not in prof's own process, so parsing packets never
 competes for a GIL with the load generator. It watches the ports the target listens on
@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import IO
 
 from profiler.atomic import atomic_write_text
-from probes.httpflow import Exchange, FlowCounters, HttpConnection
-from probes.netcap import CaptureError, PacketSocket, Segment, TcpStream, decode_segment, listening_ports
+from probes.http.flow import Exchange, FlowCounters, HttpConnection
+from probes.http.netcap import CaptureError, PacketSocket, Segment, TcpStream, decode_segment, listening_ports
 
 EXCHANGES = "exchanges.jsonl"
 STATS = "capture.json"
@@ -210,7 +210,7 @@ def _write_stats(out_dir: Path, stats: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m probes.wire_capture",
+    parser = argparse.ArgumentParser(prog="python -m probes.http.capture",
                                      description="Capture the HTTP exchanges of a process's listening ports.")
     parser.add_argument("--pid", type=int, help="follow this process's listening ports")
     parser.add_argument("--ports", default="", help="comma list of ports to watch from the start")

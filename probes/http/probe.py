@@ -1,6 +1,6 @@
 """The ``http`` probe: every request a server answers, seen passively on the wire.
 
-:class:`WireProbe` starts the capture process (``probes.wire_capture``) on the ports the
+:class:`WireProbe` starts the capture process (``probes.http.capture``) on the ports the
 target listens on and stops it; :func:`ingest_wire` turns its ``exchanges.jsonl`` into one
 ``http`` span per request: start = first request byte, end = last response byte, with the
 request id (the client's ``X-Request-ID`` when it sent one, so wire spans join the load
@@ -25,8 +25,9 @@ import numpy as np
 import orjson
 import pandas as pd
 
-from probes.netcap import capture_permission_problem, listening_ports
-from probes.wire_capture import EXCHANGES, READY, STATS
+from probes.http.netcap import capture_permission_problem, listening_ports
+from probes.http.capture import EXCHANGES, READY, STATS
+from probes.protocol import ProbeUnavailable, Target
 from profiler.timeline import make_events
 
 SOURCE = "http"
@@ -63,7 +64,7 @@ class WireProbe:
         self.watched = tuple(sorted(ports))
         self.out_dir.mkdir(parents=True, exist_ok=True)
         (self.out_dir / META).write_text(json.dumps({"pid": self.pid, "ports": self.watched}))
-        command = [sys.executable, "-m", "probes.wire_capture", "--out", str(self.out_dir.resolve()),
+        command = [sys.executable, "-m", "probes.http.capture", "--out", str(self.out_dir.resolve()),
                    "--ports", ",".join(map(str, self.watched)), "--parent", str(os.getpid())]
         if self.pid is not None:
             command += ["--pid", str(self.pid)]
@@ -173,3 +174,26 @@ def _times(record: dict) -> dict:
     if record.get("response_start_ns") is not None:
         out["ttfb_ns"] = record["response_start_ns"] - start
     return out
+
+
+@dataclass
+class HttpProbe:
+    """The ``http`` probe (:class:`probes.protocol.Probe`): the capture process on the target's
+    listening ports (and any extra ``wire_ports``)."""
+
+    capture: WireProbe
+
+    @classmethod
+    def for_target(cls, target: Target) -> HttpProbe:
+        return cls(WireProbe(target.pid, target.raw_dir("http"), target.wire_ports))
+
+    def start(self) -> dict:
+        try:
+            self.capture.start()
+        except WireError as exc:
+            raise ProbeUnavailable(str(exc)) from None
+        return {"ports": list(self.capture.watched)}
+
+    def stop(self) -> tuple[dict, list[str]]:
+        stats = self.capture.stop()
+        return {k: stats[k] for k in ("exchanges", "connections", "packets", "drops") if k in stats}, []

@@ -5,7 +5,7 @@ Why a packet socket and not libpcap or tshark: it is in the standard library, ne
 installed beyond CAP_NET_RAW, and gives what we need directly — ``SO_TIMESTAMPNS`` receive
 times on the realtime clock (the session's one clock), ``PACKET_STATISTICS`` drop counts,
 and a classic BPF filter so the kernel hands us only TCP segments of the watched ports.
-Header decoding is dpkt's; HTTP parsing is llhttp's (see ``probes.httpflow``).
+Header decoding is dpkt's; HTTP parsing is llhttp's (see ``probes.http.flow``).
 
 The socket is "cooked" (``SOCK_DGRAM``): packets arrive from the IP header on, whatever the
 link layer, so one socket covers loopback and every other interface. On loopback the kernel

@@ -188,3 +188,13 @@ def test_ranking_puts_a_declared_cause_just_before_its_consequence() -> None:
     findings = [made("gil-contention", 0.5, ("decode-bound",)), made("cache-opportunity", 0.4),
                 made("decode-bound", 0.1)]
     assert [x.rule for x in ranked(findings)] == ["decode-bound", "gil-contention", "cache-opportunity"]
+
+
+def test_the_readme_documents_exactly_the_registered_rules() -> None:
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    table = readme[readme.index("| rule id |"):].split("\n\n", 1)[0]  # the rule table, to its blank line
+    documented = re.findall(r"^\| `([a-z0-9-]+)` \|", table, flags=re.M)
+    assert sorted(documented) == sorted(RULE_IDS)

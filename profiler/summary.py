@@ -38,8 +38,8 @@ def print_summary(report: Report, meta: dict[str, Any], events: dict[str, int], 
         console.print(stage_table(report))
     functions = [h for h in report.hotspots if h.source == "pyspy" and h.kind == "function"][:TOP_FUNCTIONS]
     if functions:
-        table = Table(title="py-spy: functions holding the busy time (share of busy thread time; idle threads are "
-                      "in the waits above)", show_edge=False, title_justify="left")
+        table = Table(title="py-spy: functions holding the busy time (share of busy thread time; idle and waiting "
+                      "frames left out)", show_edge=False, title_justify="left")
         for column in ("function", "self", "inclusive", "line"):
             table.add_column(column, justify="right" if column in ("self", "inclusive") else "left")
         for h in functions:

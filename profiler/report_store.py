@@ -9,14 +9,17 @@ import json
 from pathlib import Path
 from typing import Sequence
 
-from profiler.analysis.attribution import signature_files
-from profiler.analysis.calibration_policy import CalibrationPolicy
-from profiler.analysis.diagnose import diagnose
-from profiler.analysis.model import SCHEMA_VERSION, Report
-from profiler.atomic import atomic_write_bytes
-from profiler.session import TIMELINE, Session, load
+from typing import TYPE_CHECKING
 
-REPORT_FILE = "report.json"
+from profiler.analysis.calibration_policy import CalibrationPolicy
+from profiler.analysis.model import SCHEMA_VERSION, Report
+from profiler.analysis.signature_files import signature_files
+from profiler.atomic import atomic_write_bytes
+from profiler.session_files import REPORT as REPORT_FILE
+from profiler.session_files import TIMELINE
+
+if TYPE_CHECKING:
+    from profiler.session import Session
 
 
 def save_report(session_path: Path, report: Report) -> None:
@@ -52,11 +55,15 @@ def report_for(session_path: Path, policy: CalibrationPolicy, signatures: Sequen
         saved = current_report(session_path, signatures)
         if saved is not None:
             return saved
+    from profiler.session import load  # pandas: only when there is no current report to reuse
+
     return diagnose_and_save(load(session_path), policy, signatures)
 
 
 def diagnose_and_save(session: Session, policy: CalibrationPolicy, signatures: Sequence[Path | str] = ()) -> Report:
     """Diagnose a loaded session under ``policy`` and keep the report beside it."""
+    from profiler.analysis.diagnose import diagnose  # the measures and rules: only when diagnosing
+
     report = diagnose(session, policy, [Path(p) for p in signatures])
     save_report(session.path, report)
     return report

@@ -31,14 +31,9 @@ import pyarrow.parquet as pq
 
 from profiler.atomic import atomic_path, atomic_write_bytes
 from profiler.clock import ClockAnchor, best_anchor, drift_ns
+from profiler.session_files import FORMAT_VERSION, META, RAW, STACK_FRAMES, STACK_NODES, TIMELINE
 from profiler.timeline import StackTable, empty_events, validate
 
-META = "meta.json"
-TIMELINE = "timeline.parquet"
-STACK_FRAMES = "stack_frames.parquet"
-STACK_NODES = "stack_nodes.parquet"
-RAW = "raw"
-FORMAT_VERSION = 1
 
 
 class SessionError(RuntimeError):

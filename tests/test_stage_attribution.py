@@ -21,7 +21,8 @@ import pytest
 
 from probes.pyspy import PySpyOptions, PySpyRecorder, ingest_recording
 from profiler import load
-from profiler.analysis.attribution import (ENV_SIGNATURES, IDLE, LABELS, attribute_samples, classify_stack,
+from profiler.analysis.signature_files import ENV_SIGNATURES
+from profiler.analysis.attribution import (IDLE, LABELS, attribute_samples, classify_stack,
                                            load_signatures)
 from profiler.timeline import StackTable, make_events
 from samples.images import synthetic_encoded

@@ -18,7 +18,6 @@ so a recording of a million samples takes a fraction of a second.
 from __future__ import annotations
 
 import linecache
-import os
 import re
 import sys
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 import pandas as pd
 
+from profiler.analysis.signature_files import signature_files
 from profiler.timeline import STAGES, StackTable
 
 if sys.version_info >= (3, 11):
@@ -41,7 +41,6 @@ SEND = "send"
 OTHER = "other"
 LABELS: tuple[str, ...] = (*STAGES, IDLE, SEND)
 _STAGE_OF_LABEL = {SEND: "serialize"}
-ENV_SIGNATURES = "PROF_SIGNATURES"
 PYSPY_SOURCE = "pyspy"
 PACKAGED_TABLE = "signatures.toml"
 _PATTERN_FIELDS = ("function", "file", "line", "parent")
@@ -97,13 +96,6 @@ def load_signatures(extra: Iterable[Path | str] = ()) -> list[Signature]:
     packaged = resources.files("profiler.analysis").joinpath(PACKAGED_TABLE).read_text(encoding="utf-8")
     table += parse_signatures(packaged, f"{PACKAGED_TABLE} (packaged)")
     return table
-
-
-def signature_files(extra: Iterable[Path | str] = ()) -> list[Path]:
-    """The user's signature files in the order they are consulted: ``extra``, then
-    ``$PROF_SIGNATURES``."""
-    paths = [Path(p) for p in extra]
-    return paths + [Path(p) for p in os.environ.get(ENV_SIGNATURES, "").split(os.pathsep) if p.strip()]
 
 
 def parse_signatures(text: str, origin: str) -> list[Signature]:

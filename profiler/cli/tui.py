@@ -11,14 +11,19 @@ import sys
 from pathlib import Path
 from typing import Literal
 
+from typing import TYPE_CHECKING
+
 from profiler.analysis.calibration_policy import CalibrationPolicy
 from profiler.analysis.model import Report
-from profiler.atomic import atomic_open
-from profiler.measures import Measures
-from profiler.renderers.chrome import process_names, write_chrome_trace
 from profiler.report_store import report_for
-from profiler.session import Session, SessionError, load, safe_child
-from tui.prepare import TuiData, prepare
+from profiler.session_files import META
+
+if TYPE_CHECKING:
+    from profiler.session import Session
+    from tui.prepare import TuiData
+
+# pandas and the timeline load in the viewer's worker, after the first frame: the imports of
+# what needs them are made where they are used.
 
 EXPORTS_DIR = "exports"
 Calibrate = Literal["cached", "measure", "off"]
@@ -44,6 +49,8 @@ class DirectorySource:
 
     def session(self) -> Session:
         if self._session is None:
+            from profiler.session import load
+
             self._session = load(self.path)
         return self._session
 
@@ -51,12 +58,19 @@ class DirectorySource:
         return report_for(self.path, self.policy)
 
     def data(self, report: Report) -> TuiData:
+        from profiler.measures import Measures
+        from tui.prepare import prepare
+
         session = self.session()
         table = Measures(session.timeline, session.stacks, session.meta).request_table
         return prepare(report, self.name, session.meta, session.timeline, session.stacks,
                        requests=table[1] if table else None)
 
     def export(self, start_ns: int, end_ns: int, sources: list[str] | None) -> Path:
+        from profiler.atomic import atomic_open
+        from profiler.renderers.chrome import process_names, write_chrome_trace
+        from profiler.session import safe_child
+
         session = self.session()
         events = session.timeline
         keep = (events["ts_ns"].to_numpy() < end_ns) & ((events["ts_ns"] + events["dur_ns"]).to_numpy() >= start_ns)
@@ -85,12 +99,13 @@ def build_parser(prog: str = "prof tui") -> argparse.ArgumentParser:
 
 def main(argv: list[str], prog: str = "prof tui") -> int:
     args = build_parser(prog).parse_args(argv)
-    if not (args.session / "meta.json").is_file():
+    if not (args.session / META).is_file():
         print(f"{prog}: {args.session} is not a prof session (no meta.json)", file=sys.stderr)
         return 2
     if not sys.stdout.isatty() and not os.environ.get("PROF_TUI_HEADLESS"):
         print(f"{prog}: the viewer needs a terminal; for text use: prof report {args.session}", file=sys.stderr)
         return 2
+    from profiler.session import SessionError
     from tui.app import ProfApp  # Textual: only when the viewer opens
 
     try:

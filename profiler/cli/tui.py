@@ -62,9 +62,8 @@ class DirectorySource:
         from tui.prepare import prepare
 
         session = self.session()
-        table = Measures(session.timeline, session.stacks, session.meta).request_table
-        return prepare(report, self.name, session.meta, session.timeline, session.stacks,
-                       requests=table[1] if table else None)
+        measured = Measures(session.timeline, session.stacks, session.meta).outer_request_table()
+        return prepare(report, self.name, session.meta, session.timeline, session.stacks, requests=measured)
 
     def export(self, start_ns: int, end_ns: int, sources: list[str] | None) -> Path:
         from profiler.atomic import atomic_open

@@ -111,6 +111,12 @@ class Measures:
         """(source, a row per measured request) from the best source (:mod:`.requests`)."""
         return request_table(self.timeline, self._served_spans)
 
+    def outer_request_table(self) -> pd.DataFrame | None:
+        """The measured requests as the client or the wire saw them (None when neither did):
+        what a viewer needs beside the server's own spans, which bound the rest."""
+        table = request_table(self.timeline, self._served_spans, sources=("loadgen", "http"))
+        return table[1] if table else None
+
     @cached_property
     def requests(self) -> RequestFigures | None:
         table = self.request_table

@@ -100,20 +100,21 @@ def span_requests(spans: pd.DataFrame) -> pd.DataFrame:
     return table.reset_index()
 
 
-def request_table(timeline: pd.DataFrame, served_spans: pd.DataFrame) -> tuple[str, pd.DataFrame] | None:
+def request_table(timeline: pd.DataFrame, served_spans: pd.DataFrame,
+                  sources: tuple[str, ...] = SOURCES) -> tuple[str, pd.DataFrame] | None:
     """(source, one row per measured request: request_id, start_ns, end_ns, latency_ms,
-    answered) from the best source that has any, or None."""
-    client = client_requests(timeline)
+    answered) from the best of ``sources`` that has any, or None."""
+    client = client_requests(timeline) if "loadgen" in sources else timeline.iloc[:0]
     if len(client) and client["answered"].any():
         return "loadgen", _with_latency(client)
-    wire = wire_requests(timeline)
+    wire = wire_requests(timeline) if "http" in sources else timeline.iloc[:0]
     if len(wire):
         answered = (wire["status"].notna() & (wire["outcome"] != "incomplete")).to_numpy(bool)
         if answered.any():
             table = pd.DataFrame({"request_id": wire["request_id"].to_numpy(), "start_ns": wire["start_ns"].to_numpy(),
                                   "end_ns": wire["end_ns"].to_numpy(), "answered": answered})
             return "http", _with_latency(table)
-    spans = span_requests(served_spans)
+    spans = span_requests(served_spans) if "stages" in sources else served_spans.iloc[:0]
     if len(spans):
         return "stages", _with_latency(spans)
     return None

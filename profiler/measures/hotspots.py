@@ -55,25 +55,17 @@ def function_rows(busy: pd.DataFrame, labels: FrameLabels) -> list[Hotspot]:
         else:
             self_ns[function] += ns
             line_ns[(function, stacks.lines[frame])] += ns
-        seen = set()
-        node = int(leaf)
-        while node >= 0:
-            seen.add(int(labels.function_of_frame[labels.node_frames[node]]))
-            node = stacks.parents[node]
-        for key in seen:
+        for key in _functions_on_stack(labels, int(leaf)):
             inclusive_ns[key] += ns
             samples[key] += n
-    best_line: dict[int, tuple[int, float]] = {}
-    for (function, line), ns in line_ns.items():
-        if ns > best_line.get(function, (0, -1.0))[1]:
-            best_line[function] = (line, ns)
+    best_line = _hottest_lines(line_ns)
     rows = []
     for key, ns in inclusive_ns.items():
         own = self_ns.get(key, 0.0)
         if labels.wrapper[key] or (own <= 0 and ns / total < MIN_INCLUSIVE):
             continue
         file = labels.functions[key][1]
-        line = best_line.get(key, (0, 0.0))[0]
+        line = best_line.get(key, 0)
         rows.append(Hotspot("pyspy", "function", labels.names[key], ns / 1e6, own / total, int(round(samples[key])),
                             own / 1e6, basis=BUSY, total_share=ns / total,
                             location=f"{short_path(file)}:{line}" if line else short_path(file)))
@@ -84,6 +76,25 @@ def function_rows(busy: pd.DataFrame, labels: FrameLabels) -> list[Hotspot]:
                             int(round(wrapper_n)), wrapper_ns / 1e6, basis=BUSY, total_share=wrapper_ns / total))
         rows.sort(key=lambda h: (-h.share, -(h.total_share or 0.0)))
     return rows
+
+
+def _functions_on_stack(labels: FrameLabels, leaf: int) -> set[int]:
+    """The functions anywhere on the stack ending at ``leaf``, each once (recursion counts once)."""
+    seen = set()
+    node = leaf
+    while node >= 0:
+        seen.add(int(labels.function_of_frame[labels.node_frames[node]]))
+        node = labels.stacks.parents[node]
+    return seen
+
+
+def _hottest_lines(line_ns: dict[tuple[int, int], float]) -> dict[int, int]:
+    """Per function, the line holding most of its self time."""
+    best: dict[int, tuple[int, float]] = {}
+    for (function, line), ns in line_ns.items():
+        if ns > best.get(function, (0, -1.0))[1]:
+            best[function] = (line, ns)
+    return {function: line for function, (line, _) in best.items()}
 
 
 def stage_rows(stages: list[StageRow]) -> list[Hotspot]:

@@ -25,12 +25,9 @@ def sample_server(ctx: AnalysisContext) -> bool:
 
 
 def per_request_ms(ctx: AnalysisContext, stage: str) -> float | None:
-    """Mean time of one stage per request."""
-    requests = ctx.requests
-    total = float(ctx.stage_ns.get(stage, 0.0))
-    if not requests or not requests.count or total <= 0:
-        return None
-    return total / requests.count / 1e6
+    """Mean time of one stage per request: the stage breakdown's own figure (None without it)."""
+    row = next((r for r in ctx.stages if r.stage == stage), None)
+    return row.per_request_ms if row is not None and row.total_ms > 0 else None
 
 
 def inference_runtime(ctx: AnalysisContext) -> str | None:

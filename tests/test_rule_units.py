@@ -80,6 +80,17 @@ def _gil(holds: bool) -> AnalysisContext:
                      stacks=stacks)
 
 
+def _queue(serial: bool) -> AnalysisContext:
+    """Two handler threads, 2 s: the model taking turns behind a lock (one runs while the other
+    waits in Condition.wait), or both running it at once; four requests in flight throughout."""
+    stacks = StackTable()
+    wait = [*f.HANDLER, ("Condition.wait", "/usr/lib/python3.11/threading.py", 320)]
+    turns = [(f.TORCH_FORWARD, 1000, 1), (wait, 1000, 1), (wait, 1000, 2), (f.TORCH_FORWARD, 1000, 2)] if serial \
+        else [(f.TORCH_FORWARD, 2000, 1), (f.TORCH_FORWARD, 2000, 2)]
+    return f.context(f.samples(stacks, turns), f.wire([str(i) for i in range(80)], 100.0, concurrency=4),
+                     f.counters("cpu_percent", {-1: 100.0}), stacks=stacks)
+
+
 def _threads(wait_percent: float) -> AnalysisContext:
     tids = {t: 60.0 for t in range(1, 5)}
     return f.context(f.counters("thread_cpu_percent", tids),
@@ -119,6 +130,7 @@ CASES: dict[str, tuple[Callable[[], AnalysisContext], Callable[[], AnalysisConte
     "host-sync": (lambda: _syncs(6), lambda: _syncs(1)),
     "device-idle": (lambda: _device_idle(3.0), lambda: _device_idle(0.1)),
     "gil-contention": (lambda: _gil(True), lambda: _gil(False)),
+    "implicit-queue": (lambda: _queue(True), lambda: _queue(False)),
     "thread-oversubscription": (lambda: _threads(45.0), lambda: _threads(5.0)),
     "serialization-overhead": (lambda: _serialization(5.0), lambda: _serialization(0.2)),
     "model-reload": (lambda: _reload(True), lambda: _reload(False)),

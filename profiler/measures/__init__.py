@@ -19,6 +19,7 @@ import pyarrow.compute as pc
 
 from profiler.analysis.attribution import IDLE, SEND, as_stage
 from profiler.analysis.model import Hotspot, StageRow
+from profiler.measures import concurrency
 from profiler.measures import hotspots as hotspot_rows
 from profiler.measures import stages as stage_figures
 from profiler.measures.frames import FrameLabels
@@ -220,6 +221,43 @@ class Measures:
         if self.service_ns <= 0:
             return 0.0
         return float(self.stage_ns.reindex(list(stages)).fillna(0).sum()) / self.service_ns
+
+    # -- threads at once ---------------------------------------------------------------------
+
+    @cached_property
+    def serving_window(self) -> tuple[int, int]:
+        """While requests were being served (an attach window often starts and ends idle): the
+        wire's requests, else the samples' span, else the session's."""
+        requests = self.wire_requests
+        if len(requests):
+            return int(requests["start_ns"].min()), int(requests["end_ns"].max())
+        samples = self.samples
+        if len(samples):
+            return int(samples["ts_ns"].min()), int((samples["ts_ns"] + samples["dur_ns"]).max())
+        tl = self.timeline
+        return (int(tl["ts_ns"].min()), int((tl["ts_ns"] + tl["dur_ns"]).max())) if len(tl) else (0, 0)
+
+    @cached_property
+    def cores_used(self) -> float | None:
+        """Mean CPU of the process (and its children) over the serving window, in cores (psutil)."""
+        start, end = self.serving_window
+        cpu = self.of("proc", "counter")
+        cpu = cpu[(cpu["name"] == "cpu_percent") & (cpu["ts_ns"] >= start) & (cpu["ts_ns"] < end)]
+        if cpu.empty:
+            return None
+        return float(np.nanmean(cpu.groupby("ts_ns")["value"].sum().to_numpy())) / 100.0
+
+    def overlap(self, *labels: str) -> concurrency.Overlap:
+        """How many threads carried these attribution labels at once over the serving window."""
+        samples = self.samples
+        return concurrency.overlap(samples[samples["attributed"].isin(labels).to_numpy(bool)], *self.serving_window)
+
+    @cached_property
+    def parked(self) -> list[concurrency.Parked]:
+        """Lines of the server's own code where threads wait inside requests, largest first."""
+        samples = self.samples
+        waits = samples[samples["attributed"].isin(stage_figures.WAIT_LABELS).to_numpy(bool)]
+        return concurrency.parked(waits, self.stacks, *self.serving_window)
 
     # -- hotspots and the whole ------------------------------------------------------------
 

@@ -10,13 +10,14 @@ analysis, Holistic Trace Analysis, SageMaker Debugger).
 from __future__ import annotations
 
 from profiler.rules import (batching, cache, cpu_fallback, device_idle, gil, graph_fusion, host_sync, latency_outliers,
-                            model_reload, pageable_h2d, precision, runtime_switch, serialization, stage_bound,
-                            threads)
+                            model_reload, pageable_h2d, precision, queues, runtime_switch, serialization,
+                            stage_bound, threads)
 from profiler.rules.contract import Rule, Verdict
 
 RULES: tuple[Rule, ...] = (
     stage_bound.DECODE_BOUND,
     stage_bound.PREPROCESS_BOUND,
+    queues.RULE,
     batching.RULE,
     precision.RULE,
     graph_fusion.RULE,

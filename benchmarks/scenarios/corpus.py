@@ -1,0 +1,304 @@
+"""The scenario corpus: servers with injected bottlenecks, their fixes and their loads.
+
+    from benchmarks.scenarios.corpus import SCENARIOS, ScenarioServer, split
+    from benchmarks.scenarios.load import run_load
+
+    scenario = SCENARIOS[0]
+    with ScenarioServer(scenario.server, feature_service=scenario.needs_feature_service) as s:
+        ...  # s.pid, s.port; e.g. `prof attach s.pid` while:
+        run_load(s.port, **scenario.load.kwargs())
+    for args, load in scenario.fixed_variants():
+        with ScenarioServer(args, feature_service=scenario.needs_feature_service) as s:
+            run_load(s.port, **load.kwargs())
+
+Kinds: "single" (one bottleneck, one fix), "pair" (two bottlenecks of clearly different
+sizes, the larger first in ``expected``; one fix per bottleneck, fixing only that one) and
+"clean" (no injected bottleneck, no fix). ``expected`` holds prof rule ids.
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+SERVER = HERE / "server.py"
+FEATURE_SERVICE = HERE / "feature_service.py"
+
+# fault -> the prof rule that should name it
+RULES = {
+    "lock": "implicit-queue",
+    "executor1": "implicit-queue",
+    "native-threads": "thread-oversubscription",
+    "gc": "gc-pauses",
+    "logging": "blocking-io",
+    "downstream": "downstream-wait",
+    "json": "serialization-overhead",
+    "python-preprocess": "preprocess-bound",
+    "big-decode": "decode-bound",
+    "fp32": "reduced-precision",
+    "unfused": "graph-fusion",
+    "eager": "runtime-switch",
+    "reload": "model-reload",
+    "no-batching": "batching-opportunity",
+    "stalls": "latency-outliers",
+    "gil-postprocess": "gil-contention",
+    "repeats": "cache-opportunity",
+}
+
+
+@dataclass(frozen=True)
+class Load:
+    clients: int = 8
+    payload: str = "raw"  # "raw" JPEG bodies or "json" ({"image": base64})
+    image_size: tuple[int, int] = (640, 480)
+    repeats: float = 0.0  # fraction of requests that re-send one of a few exact bodies
+
+    def kwargs(self) -> dict:
+        """Keyword arguments of ``load.run_load`` (add port, seconds, warmup, seed)."""
+        return {"clients": self.clients, "payload": self.payload, "image_size": self.image_size,
+                "repeats": self.repeats}
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    kind: str  # "single" | "pair" | "clean"
+    expected: tuple[str, ...]  # prof rule ids, the larger bottleneck first; () for clean
+    server: list[str]  # server.py arguments of the broken variant (no --port)
+    fixes: tuple[list[str], ...]  # server.py arguments of each fixed variant, in `expected` order
+    load: Load = field(default_factory=Load)
+    # the load of each fixed variant where it differs from `load` (the json fix sends raw bytes)
+    fix_loads: tuple[Load | None, ...] = ()
+    needs_feature_service: bool = False
+    note: str = ""
+
+    def load_of_fix(self, index: int) -> Load:
+        if index < len(self.fix_loads) and self.fix_loads[index] is not None:
+            return self.fix_loads[index]
+        return self.load
+
+    def fixed_variants(self) -> list[tuple[list[str], Load]]:
+        return [(list(args), self.load_of_fix(i)) for i, args in enumerate(self.fixes)]
+
+    @property
+    def framework(self) -> str:
+        return _arg(self.server, "--framework", "httpserver")
+
+    @property
+    def model(self) -> str:
+        return _arg(self.server, "--model", "resnet")
+
+    @property
+    def runtime(self) -> str:
+        return "torch" if "eager" in self.faults else _arg(self.server, "--runtime", "ort")
+
+    @property
+    def faults(self) -> tuple[str, ...]:
+        return tuple(self.server[i + 1] for i, a in enumerate(self.server) if a == "--fault")
+
+
+def _arg(args: list[str], flag: str, default: str) -> str:
+    return args[args.index(flag) + 1] if flag in args else default
+
+
+def _without(args: list[str], fault: str) -> list[str]:
+    out, skip = [], False
+    for i, a in enumerate(args):
+        if skip:
+            skip = False
+            continue
+        if a == "--fault" and i + 1 < len(args) and args[i + 1] == fault:
+            skip = True
+            continue
+        out.append(a)
+    return out
+
+
+def _base(framework: str, model: str, runtime: str = "ort", *extra: str) -> list[str]:
+    return ["--framework", framework, "--model", model, "--runtime", runtime, *extra]
+
+
+def _faults(*faults: str) -> list[str]:
+    return [x for f in faults for x in ("--fault", f)]
+
+
+def single(name: str, fault: str, base: list[str], load: Load = Load(), fix: list[str] | None = None,
+           fix_load: Load | None = None, rule: str | None = None, feature_service: bool = False,
+           note: str = "") -> Scenario:
+    server = base + _faults(fault)
+    return Scenario(name, "single", (rule or RULES[fault],), server, (fix if fix is not None else list(base),),
+                    load, (fix_load,), feature_service, note)
+
+
+def pair(name: str, first: str, second: str, base: list[str], load: Load = Load(),
+         fixes: tuple[list[str], list[str]] | None = None, fix_loads: tuple[Load | None, Load | None] = (None, None),
+         feature_service: bool = False, note: str = "") -> Scenario:
+    """Two faults; ``first`` is the larger. Each fix removes only its own fault."""
+    server = base + _faults(*(f for f in (first, second) if f != "repeats"))
+    if fixes is None:
+        fixes = (_without(server, first), _without(server, second))
+    return Scenario(name, "pair", (RULES[first], RULES[second]), server, fixes, load, fix_loads, feature_service,
+                    note)
+
+
+def clean(name: str, base: list[str], load: Load = Load(), feature_service: bool = False, note: str = "") -> Scenario:
+    return Scenario(name, "clean", (), list(base), (), load, (), feature_service, note)
+
+
+# --------------------------------------------------------------------------- the corpus
+
+SCENARIOS: list[Scenario] = []
+
+
+def split(seed: int = 20261207) -> tuple[list[Scenario], list[Scenario]]:
+    """(dev, validation): a fixed-seed shuffle within each kind, alternately dealt out,
+    so each half holds about half of the singles, the clean servers and the pairs."""
+    rng = random.Random(seed)
+    dev: list[Scenario] = []
+    validation: list[Scenario] = []
+    for kind in ("single", "clean", "pair"):
+        group = sorted((s for s in SCENARIOS if s.kind == kind), key=lambda s: s.name)
+        rng.shuffle(group)
+        for i, scenario in enumerate(group):
+            (dev if (i + len(dev) + len(validation)) % 2 == 0 else validation).append(scenario)
+    return dev, validation
+
+
+def by_name(name: str) -> Scenario:
+    for scenario in SCENARIOS:
+        if scenario.name == name:
+            return scenario
+    raise KeyError(f"no scenario {name!r}")
+
+
+# --------------------------------------------------------------------------- processes
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _healthy(port: int) -> bool:
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+        conn.request("GET", "/health")
+        ok = conn.getresponse().status == 200
+        conn.close()
+        return ok
+    except (OSError, http.client.HTTPException):
+        return False
+
+
+def _kill_group(process: subprocess.Popen, grace_s: float = 5.0) -> None:
+    if process.poll() is None:
+        try:
+            os.killpg(process.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        try:
+            process.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            pass
+    # workers/children may outlive a leader that already exited: the group goes either way
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    try:
+        process.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        pass
+
+
+class ScenarioServer:
+    """Start ``server.py`` (and the label service when asked) on free ports; wait for
+    /health; on exit kill each process group. ``pid`` is the server's (for multi-worker
+    servers, the supervisor's: the workers are its children)."""
+
+    def __init__(self, args: list[str], feature_service: bool = False, timeout_s: float = 120.0,
+                 python: str | None = None, env: dict[str, str] | None = None, feature_delay_ms: float = 25.0):
+        self.args = list(args)
+        self.feature_service = feature_service or "downstream" in self.args
+        self.timeout_s = timeout_s
+        self.python = python or sys.executable
+        self.env = env
+        self.feature_delay_ms = feature_delay_ms
+        self.port: int | None = None
+        self.pid: int | None = None
+        self.process: subprocess.Popen | None = None
+        self.feature_process: subprocess.Popen | None = None
+        self.workdir: Path | None = None
+
+    def _spawn(self, argv: list[str], name: str) -> subprocess.Popen:
+        env = dict(os.environ if self.env is None else self.env)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+        stderr = open(self.workdir / f"{name}.stderr", "wb")
+        try:
+            return subprocess.Popen(argv, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=stderr,
+                                    stderr=subprocess.STDOUT, start_new_session=True)
+        finally:
+            stderr.close()
+
+    def stderr_tail(self, name: str = "server", limit: int = 4000) -> str:
+        if self.workdir is None:
+            return ""
+        path = self.workdir / f"{name}.stderr"
+        return path.read_bytes()[-limit:].decode(errors="replace") if path.exists() else ""
+
+    def _wait(self, process: subprocess.Popen, port: int, name: str) -> None:
+        deadline = time.monotonic() + self.timeout_s
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(f"{name} exited with {process.returncode} before answering /health:\n"
+                                   f"{self.stderr_tail(name)}")
+            if _healthy(port):
+                return
+            time.sleep(0.2)
+        raise RuntimeError(f"{name} did not answer /health within {self.timeout_s:.0f} s:\n{self.stderr_tail(name)}")
+
+    def __enter__(self) -> "ScenarioServer":
+        self.workdir = Path(tempfile.mkdtemp(prefix="prof-scenario-"))
+        try:
+            extra: list[str] = []
+            if self.feature_service:
+                feature_port = free_port()
+                self.feature_process = self._spawn(
+                    [self.python, str(FEATURE_SERVICE), "--port", str(feature_port),
+                     "--delay-ms", str(self.feature_delay_ms)], "feature")
+                self._wait(self.feature_process, feature_port, "feature")
+                extra += ["--feature-url", f"http://127.0.0.1:{feature_port}"]
+            self.port = free_port()
+            argv = [self.python, str(SERVER), "--port", str(self.port), *self.args, *extra,
+                    "--log-file", str(self.workdir / "server.log")]
+            self.process = self._spawn(argv, "server")
+            self.pid = self.process.pid
+            self._wait(self.process, self.port, "server")
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def close(self) -> None:
+        for process in (self.process, self.feature_process):
+            if process is not None:
+                _kill_group(process)
+        if self.workdir is not None:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+            self.workdir = None
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -86,6 +86,14 @@ def check_target(pid: int) -> psutil.Process:
                            "root)") from None
 
 
+def alive(pid: int) -> bool:
+    """The process still runs (not gone, not a zombie)."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
 def wait_until_python(pid: int, timeout_s: float) -> None:
     """py-spy can read ``pid`` (a freshly spawned interpreter needs a moment), or CollectError."""
     deadline = time.monotonic() + timeout_s

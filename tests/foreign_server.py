@@ -6,6 +6,9 @@
   python foreign_server.py PORT gil          the "model" is pure Python: threads queue on the GIL
   python foreign_server.py PORT stalls       every 20th request stalls 400 ms in a cache flush
   python foreign_server.py PORT lock         the model runs behind one lock: handler threads queue on it
+  python foreign_server.py PORT ort MODEL    an ONNX convnet (written to MODEL if missing) in ONNX Runtime,
+                                             one intra-op thread per session run
+  python foreign_server.py PORT native MODEL the same with 4 intra-op threads per run, on every handler thread
 """
 
 from __future__ import annotations
@@ -23,13 +26,51 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")  # before NumPy loads its BLAS
 import numpy as np  # noqa: E402
 
 MODE = sys.argv[2] if len(sys.argv) > 2 else "clean"
+SESSION = None
 WEIGHTS = np.random.default_rng(0).standard_normal((512, 4096)).astype(np.float32)
 COUNTER = iter(range(1 << 62))
 LOCK = threading.Lock()
 
 
+def write_convnet(path: str) -> None:
+    """A small convnet (three strided convolutions, pooling, a classifier) as an ONNX file."""
+    from onnx import TensorProto, helper, numpy_helper, save
+
+    rng = np.random.default_rng(1)
+    nodes, weights, channels, last = [], [], 3, "input"
+    for i, width in enumerate((64, 128, 256)):
+        weights.append(numpy_helper.from_array((rng.standard_normal((width, channels, 3, 3)) * 0.1).astype(np.float32),
+                                               f"w{i}"))
+        nodes += [helper.make_node("Conv", [last, f"w{i}"], [f"c{i}"], strides=[2, 2], pads=[1, 1, 1, 1]),
+                  helper.make_node("Relu", [f"c{i}"], [f"r{i}"])]
+        channels, last = width, f"r{i}"
+    weights.append(numpy_helper.from_array((rng.standard_normal((1000, 256)) * 0.1).astype(np.float32), "fc"))
+    nodes += [helper.make_node("GlobalAveragePool", [last], ["pooled"]),
+              helper.make_node("Flatten", ["pooled"], ["flat"]),
+              helper.make_node("Gemm", ["flat", "fc"], ["logits"], transB=1)]
+    graph = helper.make_graph(nodes, "convnet",
+                              [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, 224, 224])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 1000])], weights)
+    save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), path)
+
+
+def load_session(path: str, intra_op_threads: int):
+    import onnxruntime as ort
+
+    if not os.path.exists(path):
+        write_convnet(path)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = intra_op_threads
+    options.inter_op_num_threads = 1
+    return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+
+
 def forward(pixels: np.ndarray) -> np.ndarray:
-    """The "model": NumPy (releases the GIL) or, in gil mode, the same idea in pure Python."""
+    """The "model": NumPy (releases the GIL) or, in gil mode, the same idea in pure Python; in
+    ort/native mode an ONNX convnet."""
+    if SESSION is not None:
+        x = np.resize(pixels, 3 * 224 * 224).reshape(1, 3, 224, 224).astype(np.float32) / 255.0
+        return SESSION.run(None, {"input": x})[0].ravel()
     if MODE == "gil":
         total = 0.0
         values = pixels[:20_000].tolist()
@@ -81,6 +122,8 @@ class Handler(BaseHTTPRequestHandler):
 
 
 if __name__ == "__main__":
+    if MODE in ("ort", "native"):
+        SESSION = load_session(sys.argv[3], 4 if MODE == "native" else 1)
     server = ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Handler)
     server.daemon_threads = True
     server.serve_forever(poll_interval=0.1)

@@ -49,24 +49,60 @@ class CalibrationPolicy:
                 return chosen
         return (os.cpu_count() or 1) if server else 1
 
+    def model_for(self, meta: dict[str, Any]) -> Path | None:
+        """The model to time: the policy's (``--model``), else the ONNX file ``prof attach`` found
+        the server had loaded (``meta["model"]``), else None: the sample model."""
+        if self.model is not None:
+            return self.model
+        found = discovered_onnx(meta)
+        return Path(found) if found else None
+
     def loader(self, meta: dict[str, Any]) -> Callable[[], Any] | None:
-        """A callable giving the calibration when first needed, or None when the policy is off."""
+        """A callable giving the calibration when first needed, or None when the policy is off.
+        For a server prof did not start whose model is unknown, the callable raises: its gains
+        must not borrow the sample ResNet-18's factors (the note says how to give the model)."""
         if self.mode == "off":
             return None
         threads = self.threads_for(meta)
+        model = self.model_for(meta)
+        if model is None and meta.get("target") and not meta.get("server"):
+            def unknown() -> Any:
+                raise LookupError(model_unknown_note(meta))
+
+            return unknown
         if self.mode == "cached":
             def cached() -> Any:
                 from profiler.analysis.calibration import SAMPLE_MODEL, cached_calibration
 
-                return cached_calibration(threads, model=str(self.model.resolve()) if self.model else SAMPLE_MODEL)
+                found = cached_calibration(threads, model=str(model.resolve()) if model else SAMPLE_MODEL)
+                if found is None and model is not None:
+                    raise LookupError(f"{model.name} is not timed on this host yet: `prof report SESSION` times it "
+                                      "once (~30 s) and estimates the gains that need it")
+                return found
 
             return cached
 
         def measured() -> Any:
             from profiler.analysis.calibration import load_or_calibrate
 
-            what = f"calibrating {self.model or 'the sample model'} on this host ({threads} thread(s); cached afterwards)"
+            what = f"calibrating {model or 'the sample model'} on this host ({threads} thread(s); cached afterwards)"
             with (self.status(what) if self.status else nullcontext()):
-                return load_or_calibrate(threads=threads, model=self.model)
+                return load_or_calibrate(threads=threads, model=model)
 
         return measured
+
+
+def discovered_onnx(meta: dict[str, Any]) -> str | None:
+    """The first ONNX file among the models found in the target process (if it still exists)."""
+    for found in (meta.get("model") or {}).get("found") or []:
+        if found.get("format") == "onnx" and Path(found["path"]).is_file():
+            return str(found["path"])
+    return None
+
+
+def model_unknown_note(meta: dict[str, Any]) -> str:
+    found = (meta.get("model") or {}).get("found") or []
+    others = ", ".join(f"{Path(f['path']).name} ({f['format']})" for f in found)
+    seen = f"found {others}, which prof cannot time (ONNX only: export it with torch.onnx.export); " if others else \
+        "the server's model file was not found (command line, environment, open files, frame locals, its source); "
+    return seen + "gains that need the model timed are not estimated: pass --model FILE.onnx"

@@ -49,6 +49,9 @@ class AnalysisContext(Measures):
             return None
         try:
             return self.calibration_loader()
+        except LookupError as exc:  # the model is unknown or not timed yet: the note says what to do
+            self.notes.append(str(exc.args[0]))
+            return None
         except Exception as exc:  # a gain without its factor is still worth reporting
             self.notes.append(f"calibration unavailable ({type(exc).__name__}: {exc}); gains use shares only")
             return None

@@ -66,7 +66,27 @@ def main(argv: list[str], prog: str = "prof attach") -> int:
     finally:
         collector.stop()
         undo()
+    if outcome != "interrupted":
+        session.meta["model"] = _find_model(args.pid, console, args.quiet)
     return open_viewer(session.path, finish(session, outcome, console), args.tui)
+
+
+def _find_model(pid: int, console: Console, quiet: bool) -> dict:
+    """The model files the target shows (:mod:`probes.model_discovery`), after the window so the
+    one ``py-spy dump --locals`` does not pause it while it is measured."""
+    from probes.model_discovery import discover
+    from probes.pyspy import pyspy_binary
+
+    try:
+        pyspy = pyspy_binary()
+    except Exception:  # no py-spy: the command line, environment and open files still tell
+        pyspy = None
+    found = [f.to_dict() for f in discover(pid, pyspy)] if collect.alive(pid) else []
+    if not quiet:
+        console.print(f"model: {found[0]['path']} ({found[0]['format']}, from its {found[0]['found_in']})" if found
+                      else "model: not found (prof report SESSION --model FILE.onnx gives it)", highlight=False,
+                      markup=False)
+    return {"found": found}
 
 
 def _collect(collector, duration: float, console: Console, quiet: bool) -> str:

@@ -51,6 +51,17 @@ def read_process(process: psutil.Process, with_uss: bool) -> dict:
     return row
 
 
+def host_busy_s() -> float | None:
+    """CPU seconds the whole machine has been busy (every process, all cores): beside the
+    target's own CPU it shows how much other processes took from it."""
+    try:
+        times = psutil.cpu_times()
+    except (OSError, psutil.Error):
+        return None
+    return float(sum(times) - times.idle - getattr(times, "iowait", 0.0) - getattr(times, "guest", 0.0)
+                 - getattr(times, "guest_nice", 0.0))
+
+
 def _run_delays(pid: int, tids: dict) -> dict[int, float]:
     """Seconds each thread has waited for a CPU while runnable (Linux schedstat's run delay):
     the direct measure of threads competing for too few cores."""
@@ -109,6 +120,7 @@ class ProcSampler:
                     self.errors.append(f"pid {self.pid} exited")
                     return
                 now, mono = time.time_ns(), time.monotonic_ns()
+                host = host_busy_s()
                 for process in family:
                     try:
                         row = read_process(process, with_uss=tick % self.uss_every == 0)
@@ -118,6 +130,8 @@ class ProcSampler:
                         self.errors.append(f"pid {process.pid}: {exc}")
                         continue
                     row["t"], row["m"] = now, mono
+                    if process is root and host is not None:
+                        row["host_cpu_s"] = host
                     out.write(json.dumps(row, separators=(",", ":")) + "\n")
                 out.flush()
                 tick += 1
@@ -126,8 +140,8 @@ class ProcSampler:
 
 def ingest_proc(path: Path | str) -> pd.DataFrame:
     """Counter events: cpu_percent, rss_bytes, uss_bytes, threads, ctx switches/s, I/O bytes/s,
-    and per-thread cpu_percent and wait_percent (time runnable but waiting for a CPU), with the
-    thread's tid."""
+    per-thread cpu_percent and wait_percent (time runnable but waiting for a CPU), with the
+    thread's tid, and host_cpu_percent (the whole machine's busy CPU, on the target's rows)."""
     rows = []
     for line in Path(path).read_text().splitlines():
         try:
@@ -163,6 +177,11 @@ def _process_counters(pid: int, samples: list[dict]) -> list[pd.DataFrame]:
     if len(samples) < 2:
         return frames
     dt = np.maximum(np.diff(mono), 1) / 1e9
+    host = [(s["t"], s.get("m", s["t"]), s["host_cpu_s"]) for s in samples if "host_cpu_s" in s]
+    if len(host) >= 2:
+        elapsed = np.maximum(np.diff(np.asarray([h[1] for h in host], dtype=np.int64)), 1) / 1e9
+        busy = np.diff(np.asarray([h[2] for h in host], dtype=np.float64))
+        counter("host_cpu_percent", np.asarray([h[0] for h in host], dtype=np.int64)[1:], 100.0 * busy / elapsed)
     for key, name, scale in (("cpu_s", "cpu_percent", 100.0), ("ctx_vol", "ctx_switches_voluntary_per_s", 1.0),
                              ("ctx_invol", "ctx_switches_involuntary_per_s", 1.0),
                              ("read_bytes", "read_bytes_per_s", 1.0), ("write_bytes", "write_bytes_per_s", 1.0)):

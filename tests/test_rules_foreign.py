@@ -56,9 +56,10 @@ def report_of(tmp_path_factory):
         if mode in made:
             return made[mode]
         port = free_port()
-        server = subprocess.Popen([sys.executable, str(SERVER), str(port), mode])
+        model = [str(tmp_path_factory.mktemp("model") / "convnet.onnx")] if mode in ("ort", "native") else []
+        server = subprocess.Popen([sys.executable, str(SERVER), str(port), mode, *model])
         try:
-            for _ in range(100):
+            for _ in range(300):  # the ONNX modes write and load a model first
                 try:
                     socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
                     break
@@ -127,6 +128,24 @@ def test_a_lock_around_the_model_is_an_implicit_queue_named_at_its_line(report_o
     assert gain.method == "queue model" and set(bounds) >= {"parallel", "cpu"}
     assert gain.throughput_x == pytest.approx(min(bounds.values()), abs=0.01) and 1.3 <= gain.throughput_x <= 2.6
     assert "implicit-queue" not in {f.rule for f in report_of("clean").findings}
+
+
+@pytest.mark.slow
+def test_native_intra_op_pools_beyond_the_cores_are_thread_oversubscription(report_of) -> None:
+    """Every handler thread runs ONNX Runtime with 4 intra-op threads on a 2-core host: the
+    pool's native threads (invisible to py-spy) are counted from /proc schedstat beside the
+    Python ones; the pinned server (1 intra-op thread) is not flagged. prof attach found the
+    model the server loaded, from its command line."""
+    report = report_of("native")
+    finding = next(f for f in report.findings if f.rule == "thread-oversubscription")
+    evidence = finding.evidence
+    assert evidence["native_threads_at_work"] >= 1 and evidence["python_threads_at_work"] >= 2
+    assert evidence["cores_wanted"] >= 1.5 * (evidence["cores"] - evidence["other_processes_cores"])
+    assert evidence["waiting_share"] >= 0.2
+    assert "thread-oversubscription" not in {f.rule for f in report_of("ort").findings}
+    meta = load(Path(report.session)).meta
+    (found,) = meta["model"]["found"]
+    assert found["found_in"] == "command line" and found["path"].endswith("convnet.onnx")
 
 
 @pytest.mark.slow

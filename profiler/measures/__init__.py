@@ -247,6 +247,35 @@ class Measures:
             return None
         return float(np.nanmean(cpu.groupby("ts_ns")["value"].sum().to_numpy())) / 100.0
 
+    @cached_property
+    def other_cores_used(self) -> float | None:
+        """Mean CPU the rest of the machine (every other process) used over the serving window,
+        in cores: the host's busy CPU less the target's (psutil)."""
+        start, end = self.serving_window
+        counters = self.of("proc", "counter")
+        host = counters[(counters["name"] == "host_cpu_percent") & (counters["ts_ns"] >= start)
+                        & (counters["ts_ns"] < end)]
+        if host.empty or self.cores_used is None:
+            return None
+        return max(float(np.nanmean(host["value"].to_numpy())) / 100.0 - self.cores_used, 0.0)
+
+    def thread_figures(self) -> pd.DataFrame:
+        """Per OS thread of the target over the serving window: mean CPU and run-delay percent
+        (runnable, waiting for a core: ``/proc/PID/task/TID/schedstat``), Python or native alike."""
+        start, end = self.serving_window
+        counters = self.of("proc", "counter")
+        counters = counters[(counters["ts_ns"] >= start) & (counters["ts_ns"] < end)]
+        cpu = counters[counters["name"] == "thread_cpu_percent"].groupby("tid")["value"].mean()
+        wait = counters[counters["name"] == "thread_wait_percent"].groupby("tid")["value"].mean()
+        return pd.DataFrame({"cpu_percent": cpu, "wait_percent": wait}).fillna(0.0)
+
+    @cached_property
+    def python_threads_busy(self) -> int:
+        """Python threads py-spy saw at work (not waiting) during the serving window."""
+        start, end = self.serving_window
+        busy = self.busy_samples
+        return int(busy.loc[(busy["ts_ns"] < end) & (busy["ts_ns"] + busy["dur_ns"] > start), "tid"].nunique())
+
     def overlap(self, *labels: str) -> concurrency.Overlap:
         """How many threads carried these attribution labels at once over the serving window."""
         samples = self.samples

@@ -13,7 +13,7 @@ import numpy as np
 
 from profiler.analysis.context import AnalysisContext
 from profiler.analysis.model import EventRef, Fix
-from profiler.rules.common import FP32_TIME_FRACTION, batch_sizes, calibrated_on, per_request_ms, percent, runs_int8
+from profiler.rules.common import batch_sizes, calibrated_on, int8_factor, per_request_ms, percent, runs_int8_by_time
 from profiler.rules.contract import Rule, Verdict
 
 MIN_INFERENCE_SHARE = 0.30
@@ -46,8 +46,8 @@ def check(ctx: AnalysisContext) -> list[Verdict]:
         evidence["mean_batch_size"] = round(mean_batch, 2)
     elif calibration is not None and per_request_ms(ctx, "inference"):
         measured = per_request_ms(ctx, "inference")
-        int8 = _runs_int8(ctx, calibration, measured)
-        single = calibration.per_image_ms(1) / (_int8_factor(calibration, 1) if int8 else 1.0)
+        int8 = runs_int8_by_time(ctx, calibration, measured)
+        single = calibration.per_image_ms(1) / (int8_factor(calibration, 1) if int8 else 1.0)
         mean_batch = max(single / measured, 1.0) if measured else 1.0
         evidence.update(inference_ms_per_request=round(measured, 2), calibrated_batch1_ms=round(single, 2),
                         implied_batch_size=round(mean_batch, 2), precision="int8" if int8 else "fp32")
@@ -61,9 +61,9 @@ def check(ctx: AnalysisContext) -> list[Verdict]:
     if calibration is not None:
         base = max(int(round(mean_batch)), 1)
         speedup = calibration.batch_speedup(target) / calibration.batch_speedup(base)
-        if evidence.get("precision") == "int8" and _int8_factor(calibration, target) and base == 1:
+        if evidence.get("precision") == "int8" and int8_factor(calibration, target) and base == 1:
             # INT8 scales with the batch differently: the calibration times it at batch 1 and 8
-            speedup *= _int8_factor(calibration, target) / _int8_factor(calibration, 1)
+            speedup *= int8_factor(calibration, target) / int8_factor(calibration, 1)
         removed = share * (1.0 - 1.0 / max(speedup, 1.0))
         evidence.update(target_batch=target, calibrated_speedup_per_image=round(speedup, 2))
         method, assumptions = "calibrated", [
@@ -80,17 +80,3 @@ def check(ctx: AnalysisContext) -> list[Verdict]:
 
 RULE = Rule("batching-opportunity", check)
 
-
-def _int8_factor(calibration, batch: int) -> float:
-    """INT8 static's speed-up over fp32 at ``batch`` (0 where it was not timed)."""
-    return float(calibration.precision_speedup.get(f"int8-static@{batch}", 0.0))
-
-
-def _runs_int8(ctx: AnalysisContext, calibration, measured_ms: float) -> bool:
-    """Whether inference runs INT8: the ORT trace's op types say so, or, without a trace, the
-    time per request is well below the calibrated fp32 time (co-running work only stretches an
-    fp32 model; reduced-precision tells fp32 the same way)."""
-    quantized = runs_int8(ctx)
-    if quantized is not None:
-        return quantized
-    return bool(_int8_factor(calibration, 1) > 1.0 and measured_ms < FP32_TIME_FRACTION * calibration.per_image_ms(1))

@@ -92,3 +92,18 @@ def calibrated_on(ctx: AnalysisContext, calibration) -> str:
         return "calibrated on this host"
     return ("calibrated on this host with the sample ResNet-18, not your model "
             "(prof report --model FILE.onnx times yours)")
+
+
+def int8_factor(calibration, batch: int) -> float:
+    """INT8 static's speed-up over fp32 at ``batch`` (0 where it was not timed)."""
+    return float(calibration.precision_speedup.get(f"int8-static@{batch}", 0.0))
+
+
+def runs_int8_by_time(ctx: AnalysisContext, calibration, measured_ms: float) -> bool:
+    """Whether inference runs INT8: the ORT trace's op types say so, or, without a trace, the
+    time per request is well below the calibrated fp32 time (co-running work only stretches an
+    fp32 model; reduced-precision tells fp32 the same way)."""
+    quantized = runs_int8(ctx)
+    if quantized is not None:
+        return quantized
+    return bool(int8_factor(calibration, 1) > 1.0 and measured_ms < FP32_TIME_FRACTION * calibration.per_image_ms(1))

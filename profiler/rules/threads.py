@@ -1,55 +1,101 @@
-"""``thread-oversubscription``: more threads burn CPU than there are cores, so they preempt
-each other and caches thrash. On a 2-core host an
-oversubscribed PyTorch slows by an order of magnitude; pin intra-op threads explicitly.
-The evidence: psutil's per-thread CPU (more busy threads than cores) and each thread's
-scheduler run delay (the time it was runnable but waited for a core)."""
+"""``thread-oversubscription``: native thread pools (ONNX Runtime's or torch's intra-op pool,
+OpenMP, MKL) give the process more runnable threads than there are cores, so they preempt each
+other, spin and thrash caches. On a 2-core host an oversubscribed PyTorch slows by an order of
+magnitude; pin intra-op threads explicitly.
+
+Evidence, for every OS thread of the process — Python or not — from ``/proc/PID/task/*/
+schedstat`` and psutil: its CPU and its run delay (runnable, waiting for a core). Threads at
+work (≥ 2 % CPU) want CPU + delay between them; oversubscribed when that is ≥ 1.5× the cores
+other processes leave free and a fifth or more of it is waiting. Python threads py-spy saw at
+work are told from the rest: with no native thread at work, many busy Python threads are a
+saturated server (more load than CPU), not a pool to pin.
+
+Gain. With the model timed on this host at one thread (the calibration of the server's own
+model): the CPU a request costs today (cores used / throughput) less its inference share, plus
+the calibrated single-thread inference, is what a request costs pinned; throughput then
+reaches the free cores over that cost. Without a calibration: removed = 1.5 × wait², fitted on
+the two oversubscribed sample-server configurations of the development machine (23 % wait →
+×1.09, 52 % → ×1.63) — an assumption from two points, said in the finding.
+"""
 
 from __future__ import annotations
 
-import numpy as np
-
 from profiler.analysis.context import AnalysisContext
 from profiler.analysis.model import EventRef, Fix
+from profiler.rules.common import calibrated_on, int8_factor, per_request_ms, runs_int8_by_time
 from profiler.rules.contract import Rule, Verdict
 
-BUSY_THREAD_PERCENT = 10.0
-OVERSUBSCRIBED = 1.5  # busy threads per core
-MIN_WAIT_PERCENT = 20.0  # busy threads runnable but waiting for a core a fifth of the time
-# What pinning buys grows faster than the wait: queueing and cache thrash compound. Fitted on the
-# two oversubscribed sample-server configurations measured on the 2-core development machine
-# (benchmarks/results/diagnosis_matrix.md): 23 % wait -> x1.09, 52 % -> x1.63; removed =
-# 1.5 x wait^2 gives x1.08 and x1.70. An assumption from two points, stated in the finding.
-WAIT_LOSS = 1.5
-MAX_REMOVED = 0.5
+ACTIVE_PERCENT = 2.0  # a thread at work
+OVERSUBSCRIBED = 1.5  # CPU wanted (CPU + run delay) per free core
+MIN_WAIT_SHARE = 0.20  # of the CPU wanted, waiting for a core
+WAIT_LOSS = 1.5  # without a calibration: removed = WAIT_LOSS x wait^2 (development half, see the doc)
+MAX_REMOVED_UNCALIBRATED = 0.5
 
 
 def check(ctx: AnalysisContext) -> list[Verdict]:
-    proc = ctx.of("proc", "counter")
-    if proc.empty:
+    threads = ctx.thread_figures()
+    if threads.empty:
         return []
-    cores = int((ctx.meta.get("host") or {}).get("cores") or 1)
-    per_thread = proc[proc["name"] == "thread_cpu_percent"]
-    busy = per_thread.groupby("tid")["value"].mean()
-    busy = busy[busy >= BUSY_THREAD_PERCENT]
-    waits = proc[(proc["name"] == "thread_wait_percent") & proc["tid"].isin(busy.index)]
-    wait = float(waits.groupby("tid")["value"].mean().mean()) if len(waits) else 0.0
-    if len(busy) < OVERSUBSCRIBED * cores or wait < MIN_WAIT_PERCENT:
+    cores = ctx.cores
+    active = threads[threads["cpu_percent"] >= ACTIVE_PERCENT]
+    wanted = float((active["cpu_percent"] + active["wait_percent"]).sum()) / 100.0
+    waiting = float(active["wait_percent"].sum()) / 100.0 / wanted if wanted > 0 else 0.0
+    others = ctx.other_cores_used or 0.0
+    free = max(cores - others, 0.5)
+    python = ctx.python_threads_busy if len(ctx.samples) else None
+    native = max(len(active) - python, 0) if python is not None else None
+    if len(active) <= cores or wanted < OVERSUBSCRIBED * free or waiting < MIN_WAIT_SHARE:
         return []
-    invol = proc[proc["name"] == "ctx_switches_involuntary_per_s"]
-    invol_rate = float(np.nanmean(invol.groupby("ts_ns")["value"].sum().to_numpy())) if len(invol) else 0.0
-    waiting = wait / 100.0
-    removed = min(MAX_REMOVED, WAIT_LOSS * waiting * waiting)
-    fix = Fix(f"pin thread pools to the cores: intra-op threads x workers <= {cores}",
-              "torch.set_num_threads(1); os.environ['OMP_NUM_THREADS'] = '1'\n"
+    if native is not None and native < 1:
+        return []  # Python threads alone: a saturated server, no pool to pin
+    evidence = {"threads_at_work": int(len(active)), "python_threads_at_work": python, "native_threads_at_work": native,
+                "cores": cores, "cores_wanted": round(wanted, 2), "waiting_share": round(waiting, 3),
+                "other_processes_cores": round(others, 2),
+                "busy_thread_cpu_percent": {int(t): round(float(v), 1)
+                                            for t, v in active["cpu_percent"].nlargest(8).items()}}
+    removed, method, assumptions = _pinned_gain(ctx, free, evidence)
+    if removed is None:
+        removed = min(MAX_REMOVED_UNCALIBRATED, WAIT_LOSS * waiting * waiting)
+        method, assumptions = "amdahl", [
+            f"threads at work wait for a core {waiting:.0%} of the time they want one; pinning removes "
+            f"{WAIT_LOSS:g} x wait^2 of the work (fitted on two sample-server configurations of the development "
+            "half: x1.09 at 23% wait, x1.63 at 52%)"]
+    if others >= 0.3:
+        assumptions.append(f"other processes used {others:.1f} of the {cores} cores meanwhile: only the rest is free")
+    fix = Fix(f"pin thread pools to the cores: intra-op threads x concurrent callers <= {cores}",
+              "torch.set_num_threads(1); os.environ['OMP_NUM_THREADS'] = '1'   # before importing numpy/torch\n"
               "options.intra_op_num_threads = 1   # onnxruntime.SessionOptions", {"--intra-op-threads": "1"})
-    return [Verdict(f"{len(busy)} threads busy (>{BUSY_THREAD_PERCENT:.0f}% CPU each) on {cores} cores", removed,
-                    {"busy_threads": int(len(busy)), "cores": cores, "wait_percent_mean": round(wait, 1),
-                     "involuntary_switches_per_s": round(invol_rate),
-                     "busy_thread_cpu_percent": {int(t): round(float(v), 1) for t, v in busy.nlargest(8).items()}},
-                    fix, [EventRef("proc", names=["thread_cpu_percent"])],
-                    assumptions=[f"{len(busy)} busy threads share {cores} cores, runnable but waiting for one "
-                                 f"{wait:.0f}% of the time; pinning removes {WAIT_LOSS:g} x wait^2 of the work "
-                                 "(fitted here: pinning bought x1.09 at 23% wait and x1.63 at 52%)"])]
+    who = f" ({native} native, {python} Python)" if native is not None else ""
+    title = (f"{len(active)} threads at work{who} want {wanted:.1f} cores of {cores}: runnable but waiting for one "
+             f"{waiting:.0%} of the time")
+    return [Verdict(title, removed, evidence, fix, [EventRef("proc", names=["thread_cpu_percent",
+                                                                           "thread_wait_percent"])],
+                    method, assumptions)]
+
+
+def _pinned_gain(ctx: AnalysisContext, free: float, evidence: dict) -> tuple[float | None, str, list[str]]:
+    """Throughput pinned, from the calibrated single-thread inference time and today's CPU per
+    request; (None, …) without the figures it needs."""
+    calibration, requests = ctx.calibration, ctx.requests
+    measured = per_request_ms(ctx, "inference")
+    if calibration is None or calibration.threads != 1 or requests is None or not requests.throughput_rps \
+            or not ctx.cores_used or not measured:
+        return None, "", []
+    single = calibration.per_image_ms(1)
+    if runs_int8_by_time(ctx, calibration, measured) and int8_factor(calibration, 1):
+        single /= int8_factor(calibration, 1)
+    cpu_now = ctx.cores_used * 1000.0 / requests.throughput_rps  # ms of CPU per request today
+    share = ctx.service_share("inference")
+    cpu_after = cpu_now * (1.0 - share) + min(single, cpu_now * share)
+    parallel = min(free, max(requests.in_flight_mean, 1.0))
+    after_rps = parallel * 1000.0 / cpu_after
+    speedup = max(after_rps / requests.throughput_rps, 1.0)
+    evidence.update(cpu_ms_per_request=round(cpu_now, 2), calibrated_single_thread_ms=round(single, 2),
+                    inference_ms_per_request=round(measured, 2))
+    return 1.0 - 1.0 / speedup, "calibrated", [
+        f"a request costs {cpu_now:.1f} ms of CPU today; pinned, its inference costs the single-thread "
+        f"{single:.1f} ms ({calibrated_on(ctx, calibration)}) instead of {cpu_now * share:.1f} ms",
+        f"{parallel:.1f} cores kept busy afterwards (free cores, requests in flight)"]
 
 
 RULE = Rule("thread-oversubscription", check)

@@ -68,6 +68,18 @@ class AnalysisContext(Measures):
 
     # -- gains ---------------------------------------------------------------------------
 
+    GIL_BOUND = 0.5  # the GIL held in at least half the snapshots: the interpreter is the bottleneck
+
+    def gil_removed(self, *labels: str) -> float | None:
+        """For a GIL-bound server, the fraction of its capacity that removing the work of these
+        attribution labels frees: their share of the GIL-held time (every thread waits for the
+        one interpreter, so that time — not a per-request share — bounds throughput). None when
+        the GIL is not the bottleneck or no snapshots say."""
+        gil = self.gil
+        if gil is None or gil.held_share < self.GIL_BOUND:
+            return None
+        return gil.held_share * gil.held_by(*labels)
+
     def e2e_share(self, fraction_removed: float) -> float:
         """The share of end-to-end request time that removing ``fraction_removed`` of the
         server's work takes away: all of it when requests queue for that work, else only

@@ -42,6 +42,17 @@ class Figures:
     sample_stages: dict[int, str] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class GilFigures:
+    snapshots: int
+    held_share: float  # of the snapshots, those in which some thread held the GIL
+    holders: dict[str, float]  # attribution label -> share of the held snapshots
+
+    def held_by(self, *labels: str) -> float:
+        """The share of the GIL-held time these labels hold."""
+        return float(sum(self.holders.get(label, 0.0) for label in labels))
+
+
 @dataclass
 class Measures:
     """The figures of one session's timeline, each computed on first use and kept."""
@@ -275,6 +286,22 @@ class Measures:
         start, end = self.serving_window
         busy = self.busy_samples
         return int(busy.loc[(busy["ts_ns"] < end) & (busy["ts_ns"] + busy["dur_ns"] > start), "tid"].nunique())
+
+    @cached_property
+    def gil(self) -> GilFigures | None:
+        """The GIL over the serving window, from the snapshots (``py-spy dump`` a few times a
+        second): in what share of them some thread holds it, and which labels hold it (shares of
+        the held snapshots); None with fewer than five snapshots."""
+        start, end = self.serving_window
+        snapshots = self.gil_snapshots
+        snapshots = snapshots[(snapshots["ts_ns"] >= start) & (snapshots["ts_ns"] < end)]
+        taken = snapshots["ts_ns"].nunique()
+        if taken < 5:
+            return None
+        holding = snapshots[snapshots["name"] == "holds-gil"]
+        held = holding["ts_ns"].nunique()
+        holders = holding["attributed"].value_counts() / max(held, 1)
+        return GilFigures(int(taken), held / taken, {str(k): float(v) for k, v in holders.items() if v > 0})
 
     def overlap(self, *labels: str) -> concurrency.Overlap:
         """How many threads carried these attribution labels at once over the serving window."""

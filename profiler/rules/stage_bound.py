@@ -14,6 +14,9 @@ from profiler.rules.common import INPUT_BOUND_SHARE, knob, per_request_ms, perce
 from profiler.rules.contract import Rule, Verdict
 
 ASSUMED_DRAFT_SAVING = 0.5  # without a measurement (--no-calibration): a reduced decode halves it
+FUSED_SAVING = 0.5  # preprocessing in C already: fusing its steps halves it (assumed)
+VECTORIZED_SAVING = 0.9  # preprocessing as Python bytecode: vectorized, a tenth is left (assumed)
+PYTHON_BOUND = 0.5  # preprocessing holds the GIL in at least half of the held snapshots
 
 DRAFT_SNIPPET = """image = Image.open(io.BytesIO(body))
 image.draft("RGB", (256, 256))   # libjpeg decodes at 1/2..1/8 scale: far fewer pixels
@@ -50,17 +53,36 @@ def preprocess_bound(ctx: AnalysisContext) -> list[Verdict]:
     share = ctx.service_share("preprocess")
     if share < INPUT_BOUND_SHARE:
         return []
-    saving = 0.5
-    fix = Fix("crop and resize in one step from a reduced-scale decode, convert to float after resizing, and "
-              "normalize in place (or move preprocessing onto the accelerator)",
-              "image = image.resize((224, 224), Image.BILINEAR, box=crop_box, reducing_gap=None)\n"
-              "x = (np.asarray(image, np.float32) - mean) * inv_std   # one pass, after the resize")
-    return [Verdict(f"preprocessing is {percent(share)} of the server's work", share * saving,
-                    {"preprocess_share": round(share, 3), "preprocess_ms_per_request": per_request_ms(ctx, "preprocess"),
-                     "basis": ctx.stage_basis, "threshold": INPUT_BOUND_SHARE}, fix,
+    gil = ctx.gil
+    in_python = gil is not None and gil.held_by("preprocess") >= PYTHON_BOUND
+    saving = VECTORIZED_SAVING if in_python else FUSED_SAVING
+    freed = ctx.gil_removed("preprocess")
+    removed = (freed if freed is not None else share) * saving
+    if in_python:
+        fix = Fix("vectorize preprocessing: the per-pixel Python work holds the GIL — resize with Pillow and "
+                  "normalize with one NumPy expression (both release the GIL)",
+                  "image = image.resize((224, 224), Image.BILINEAR)\n"
+                  "x = (np.asarray(image, np.float32) / 255.0 - mean) / std   # no Python loop over pixels")
+        assumptions = [f"preprocessing holds the GIL in {percent(gil.held_by('preprocess'))} of the held snapshots: "
+                       f"it runs as Python bytecode; vectorized it costs a tenth (assumed: {VECTORIZED_SAVING:.0%} "
+                       "saved)"]
+    else:
+        fix = Fix("crop and resize in one step from a reduced-scale decode, convert to float after resizing, and "
+                  "normalize in place (or move preprocessing onto the accelerator)",
+                  "image = image.resize((224, 224), Image.BILINEAR, box=crop_box, reducing_gap=None)\n"
+                  "x = (np.asarray(image, np.float32) - mean) * inv_std   # one pass, after the resize")
+        assumptions = ["the resize/normalize work halves (fused crop+resize from a reduced decode, float "
+                       "conversion after the resize); not measured"]
+    if freed is not None:
+        assumptions.append(f"the GIL is held in {percent(gil.held_share)} of snapshots: the share is of the "
+                           "GIL-held time, which bounds throughput")
+    return [Verdict(f"preprocessing is {percent(share)} of the server's work" + (" (pure Python)" if in_python else ""),
+                    removed, {"preprocess_share": round(share, 3),
+                              "preprocess_ms_per_request": per_request_ms(ctx, "preprocess"),
+                              "gil_held_by_preprocess": round(gil.held_by("preprocess"), 3) if gil else None,
+                              "basis": ctx.stage_basis, "threshold": INPUT_BOUND_SHARE}, fix,
                     [EventRef("stages" if ctx.stage_basis == "stage spans" else "pyspy", stages=["preprocess"])],
-                    assumptions=["the resize/normalize work halves (fused crop+resize from a reduced decode, float "
-                                 "conversion after the resize); not measured"])]
+                    assumptions=assumptions)]
 
 
 DECODE_BOUND = Rule("decode-bound", decode_bound)

@@ -26,14 +26,16 @@ SERVER = Path(__file__).with_name("foreign_server.py")
 PROF = [sys.executable, "-m", "profiler.cli"]
 
 
-def drive(port: int, mode: str, seconds: float, clients: int) -> int:
+def drive(port: int, mode: str, seconds: float, clients: int, distinct: int = 0) -> int:
+    """Closed-loop clients for ``seconds``; every body new, or drawn from ``distinct`` ones."""
     deadline = time.monotonic() + seconds
     done = []
+    pool = [os.urandom(60_000) for _ in range(distinct)]
 
     def client() -> None:
         connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
         while time.monotonic() < deadline:
-            image = os.urandom(60_000)  # every body new
+            image = pool[len(done) % distinct] if pool else os.urandom(60_000)  # every body new
             body = json.dumps({"image": base64.b64encode(image).decode()}).encode() if mode == "json" else image
             connection.request("POST", "/classify", body, {"Content-Type": "application/json"})
             connection.getresponse().read()
@@ -57,7 +59,8 @@ def report_of(tmp_path_factory):
             return made[mode]
         port = free_port()
         model = [str(tmp_path_factory.mktemp("model") / "convnet.onnx")] if mode in ("ort", "native") else []
-        server = subprocess.Popen([sys.executable, str(SERVER), str(port), mode, *model])
+        server_mode, _, repeats = mode.partition("+")  # "lock+repeats": the lock server, 4 distinct bodies
+        server = subprocess.Popen([sys.executable, str(SERVER), str(port), server_mode, *model])
         try:
             for _ in range(300):  # the ONNX modes write and load a model first
                 try:
@@ -74,7 +77,8 @@ def report_of(tmp_path_factory):
             # (at 4, the waiting threads averaged 0.44-0.9 over runs, around the rule's 0.5 mark); the
             # lock: enough clients to keep it busy (at 4 this client process, not the lock, limits:
             # the model ran 33 % of the window, 0.4 cores used)
-            assert drive(port, mode, 5.0, clients={"gil": 8, "lock": 16}.get(mode, 4)) > 10
+            assert drive(port, server_mode, 5.0, clients={"gil": 8, "lock": 16}.get(server_mode, 4),
+                         distinct=4 if repeats else 0) > 10
             _, stderr = attach.communicate(timeout=120)
             assert attach.returncode == 0, stderr
         finally:
@@ -146,6 +150,21 @@ def test_native_intra_op_pools_beyond_the_cores_are_thread_oversubscription(repo
     meta = load(Path(report.session)).meta
     (found,) = meta["model"]["found"]
     assert found["found_in"] == "command line" and found["path"].endswith("convnet.onnx")
+
+
+@pytest.mark.slow
+def test_a_load_replaying_four_bodies_is_called_unrepresentative_and_the_rest_is_ranked(report_of) -> None:
+    """The lock server under a load that replays four bodies: caching ranks first (true for this
+    load), says the load looks unrepresentative, and the report names the bottleneck of the work
+    a cache cannot remove — the queue at the lock."""
+    report = report_of("lock+repeats")
+    cache = report.findings[0]
+    assert cache.rule == "cache-opportunity" and cache.evidence["distinct_bodies"] == 4
+    assert cache.evidence["load_looks_unrepresentative"] and "unrepresentative" in cache.title
+    assert cache.evidence["after_the_cache"][0] == "implicit-queue"
+    assert any("after the cache:" in note and "(implicit-queue)" in note for note in report.notes), report.notes
+    # every body new: no cache finding, no such note
+    assert not any("unrepresentative" in note for note in report_of("lock").notes)
 
 
 @pytest.mark.slow

@@ -35,13 +35,31 @@ def diagnose(session: Session, policy: CalibrationPolicy | None = None, signatur
             findings.extend(to_finding(ctx, rule.id, verdict) for verdict in rule.check(ctx))
         except Exception as exc:  # one rule's bug must not hide the others' findings
             notes.append(f"rule {rule.id} failed: {type(exc).__name__}: {exc}")
+    findings = ranked(findings)
+    notes += after_the_cache(findings)
     figures = ctx.figures()
-    return Report(session=str(session.path), basis=_basis(ctx), findings=ranked(findings), hotspots=figures.hotspots,
+    return Report(session=str(session.path), basis=_basis(ctx), findings=findings, hotspots=figures.hotspots,
                   stages=figures.stages, load={**figures.load, "stage_basis": figures.stage_basis,
                                                "saturated": ctx.saturated} if figures.load else {},
                   wire=figures.wire, notes=notes + ctx.notes, rules_run=[rule.id for rule in rules],
                   sample_stages=figures.sample_stages, thread_names={int(k): str(v) for k, v in (session.meta.get("thread_names") or {}).items()},
                   signatures=[str(p) for p in signature_files(signatures)])
+
+
+def after_the_cache(findings: list[Finding]) -> list[str]:
+    """When the cache finding says the load looks unrepresentative, the bottleneck of the work a
+    cache cannot remove: the next finding, named in the cache finding's evidence and a note."""
+    cache = next((f for f in findings if f.rule == "cache-opportunity"
+                  and f.evidence.get("load_looks_unrepresentative")), None)
+    if cache is None:
+        return []
+    rest = [f for f in findings if f is not cache]
+    cache.evidence["after_the_cache"] = [f.rule for f in rest[:3]]
+    if not rest:
+        return [f"the load looks unrepresentative ({cache.evidence['distinct_bodies']} distinct bodies in "
+                f"{cache.evidence['bodies']} requests); after the cache no other rule saw a bottleneck"]
+    return [f"the load looks unrepresentative ({cache.evidence['distinct_bodies']} distinct bodies in "
+            f"{cache.evidence['bodies']} requests); after the cache: {rest[0].title} ({rest[0].rule})"]
 
 
 def attribution(signatures: Sequence[Path] = ()) -> Callable:

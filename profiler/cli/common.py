@@ -104,5 +104,10 @@ def headline(report: Report, console: Console) -> None:
     top = report.findings[0]
     console.print(Text.assemble(("bottleneck: ", "bold"), f"{top.title} ({top.rule}) · fix: {top.fix.summary} · "
                                 f"{gain_text(top.estimated_gain)}"))
+    after = top.evidence.get("after_the_cache") if top.rule == "cache-opportunity" else None
+    if after:
+        nxt = report.findings[1]
+        console.print(Text.assemble(("  after the cache: ", "bold"), f"{nxt.title} ({nxt.rule}) · "
+                                    f"{gain_text(nxt.estimated_gain)}"))
     if len(report.findings) > 1:
         console.print(f"  and {len(report.findings) - 1} more finding(s) in the report", highlight=False)

@@ -75,9 +75,11 @@ class CalibrationPolicy:
                 from profiler.analysis.calibration import SAMPLE_MODEL, cached_calibration
 
                 found = cached_calibration(threads, model=str(model.resolve()) if model else SAMPLE_MODEL)
-                if found is None and model is not None:
-                    raise LookupError(f"{model.name} is not timed on this host yet: `prof report SESSION` times it "
-                                      "once (~30 s) and estimates the gains that need it")
+                if found is None:
+                    name = model.name if model is not None else "the sample model"
+                    raise LookupError(f"{name} is not timed on this host yet ({threads} thread(s)): `prof report "
+                                      "SESSION` times it once (~30 s, then cached) and estimates the gains that "
+                                      "need it")
                 return found
 
             return cached

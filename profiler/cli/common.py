@@ -104,6 +104,10 @@ def headline(report: Report, console: Console) -> None:
     top = report.findings[0]
     console.print(Text.assemble(("bottleneck: ", "bold"), f"{top.title} ({top.rule}) · fix: {top.fix.summary} · "
                                 f"{gain_text(top.estimated_gain)}"))
+    if top.estimated_gain is None:
+        step = next((note for note in report.notes if "prof report" in note), None)
+        if step:
+            console.print(f"  gain: {step.replace('SESSION', report.session)}", highlight=False, markup=False)
     after = top.evidence.get("after_the_cache") if top.rule == "cache-opportunity" else None
     if after:
         nxt = report.findings[1]

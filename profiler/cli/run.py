@@ -15,7 +15,7 @@ from samples.loadgen.__main__ import add_load_options
 from samples.sample_server.config import add_server_arguments
 
 EXAMPLES = """examples:
-  prof run sample_server                               20 s, 8 clients, default probes
+  prof run sample_server                               20 s, 8 clients, default probes (+ ORT per-node profiling)
   prof run sample_server --max-batch 8 --concurrency 16 --duration 30
   prof run sample_server --backend torch-eager --probes all      adds torch.profiler
   prof run sample_server --rate 40 --duplicates 0.3 --payload msgpack --image-sizes 224,1280x720
@@ -54,6 +54,10 @@ def main(argv: list[str], prog: str = "prof run") -> int:
         parser.error("give either 'sample_server' or a command after --")
     try:
         probes = chosen_probes(args)
+        if args.target and args.probes == "default" and (getattr(args, "backend", None) or "ort") == "ort":
+            # ORT per-node profiling is cheap (benchmarks/results/overhead.md) and names the model's
+            # own hotspots; ORT caps a profile at a million events
+            probes.add("framework")
         if args.duration <= 0:
             raise ValueError("--duration must be positive")
         knobs, config = runs.server_knobs(args) if args.target else ([], None)

@@ -91,6 +91,23 @@ def _queue(serial: bool) -> AnalysisContext:
                      f.counters("cpu_percent", {-1: 100.0}), stacks=stacks)
 
 
+def _request_path(frames: list | None) -> AnalysisContext:
+    """Four handler threads, 2 s, four requests in flight: half of each thread's time in
+    ``frames`` (a downstream call, logging), half in the model; or all of it in the model."""
+    stacks = StackTable()
+    turns = [(f.TORCH_FORWARD, 2000, t) for t in range(1, 5)] if frames is None else \
+        [item for t in range(1, 5) for item in ((frames, 1000, t), (f.TORCH_FORWARD, 1000, t))]
+    return f.context(f.samples(stacks, turns), f.wire([str(i) for i in range(80)], 100.0, concurrency=4),
+                     f.counters("cpu_percent", {-1: 100.0}), stacks=stacks)
+
+
+DOWNSTREAM_CALL = [*f.HANDLER, ("HTTPConnection.getresponse", "/usr/lib/python3.11/http/client.py", 1390),
+                   ("HTTPResponse.begin", "/usr/lib/python3.11/http/client.py", 325),
+                   ("SocketIO.readinto", "/usr/lib/python3.11/socket.py", 706)]
+LOGGING_CALL = [*f.HANDLER, ("Logger.info", "/usr/lib/python3.11/logging/__init__.py", 1489),
+                ("Formatter.format", "/usr/lib/python3.11/logging/__init__.py", 680)]
+
+
 def _threads(wait_percent: float) -> AnalysisContext:
     tids = {t: 60.0 for t in range(1, 5)}
     return f.context(f.counters("thread_cpu_percent", tids),
@@ -131,6 +148,8 @@ CASES: dict[str, tuple[Callable[[], AnalysisContext], Callable[[], AnalysisConte
     "device-idle": (lambda: _device_idle(3.0), lambda: _device_idle(0.1)),
     "gil-contention": (lambda: _gil(True), lambda: _gil(False)),
     "implicit-queue": (lambda: _queue(True), lambda: _queue(False)),
+    "downstream-wait": (lambda: _request_path(DOWNSTREAM_CALL), lambda: _request_path(None)),
+    "blocking-io": (lambda: _request_path(LOGGING_CALL), lambda: _request_path(None)),
     "thread-oversubscription": (lambda: _threads(45.0), lambda: _threads(5.0)),
     "serialization-overhead": (lambda: _serialization(5.0), lambda: _serialization(0.2)),
     "model-reload": (lambda: _reload(True), lambda: _reload(False)),
@@ -210,3 +229,19 @@ def test_the_readme_documents_exactly_the_registered_rules() -> None:
     table = readme[readme.index("| rule id |"):].split("\n\n", 1)[0]  # the rule table, to its blank line
     documented = re.findall(r"^\| `([a-z0-9-]+)` \|", table, flags=re.M)
     assert sorted(documented) == sorted(RULE_IDS)
+
+
+def test_a_wait_on_the_request_path_is_a_share_of_request_time_and_its_gain_a_latency_model() -> None:
+    """Half of every request waits on a downstream call, one core of two in use: the finding
+    explains half of request time, and removing 80 % of the wait gives 1 / (1 - 0.4), inside the
+    CPU's bound (2 free cores / 1 used)."""
+    from profiler.rules.contract import to_finding
+    from profiler.rules.request_path import downstream_wait
+
+    ctx = _request_path(DOWNSTREAM_CALL)
+    (verdict,) = downstream_wait(ctx)
+    assert verdict.of_latency and verdict.evidence["request_time_share"] == pytest.approx(0.5, abs=0.02)
+    assert verdict.evidence["waiting_part"] == pytest.approx(1.0)
+    finding = to_finding(ctx, "downstream-wait", verdict)
+    assert finding.share == pytest.approx(verdict.removed)
+    assert finding.estimated_gain.throughput_x == pytest.approx(1 / (1 - 0.8 * 0.5), abs=0.03)

@@ -171,6 +171,11 @@ def test_a_load_replaying_four_bodies_is_called_unrepresentative_and_the_rest_is
 def test_serialization_overhead_from_py_spy_frames_of_json_and_base64(findings_of) -> None:
     finding = findings_of("json")["serialization-overhead"]
     assert finding.evidence["share"] >= 0.20
+    # the gain is scaled by the wire's sizes: a verbose answer of hundreds of kB, a JSON body
+    assert finding.estimated_gain.method == "wire sizes"
+    assert finding.evidence["response_bytes_p50"] > 100_000 and finding.evidence["request_bytes_p50"] > 60_000
+    assert any("200-byte answer instead of" in a for a in finding.estimated_gain.assumptions)
+    assert finding.evidence["removed"] > finding.evidence["deserialize_share"]
     assert finding.evidence["deserialize_share"] > 0.02 and finding.evidence["serialize_share"] > 0.02
     assert "serialization-overhead" not in findings_of("clean")
 

@@ -89,14 +89,18 @@ class AnalysisContext(Measures):
             return fraction_removed  # (no busy time measured: the requests' time is all there is to go by)
         return min(fraction_removed * self.service_ns / requests.total_ns, 1.0)
 
-    def amdahl(self, fraction_removed: float, assumptions: list[str], method: str = "amdahl") -> Gain:
-        """Gain from removing ``fraction_removed`` of the server's per-request work."""
+    def amdahl(self, fraction_removed: float, assumptions: list[str], method: str = "amdahl",
+               of_latency: bool = False) -> Gain:
+        """Gain from removing ``fraction_removed`` of the server's per-request work (or, with
+        ``of_latency``, of each request's time: closed-loop clients send as fast as answers come)."""
         fraction_removed = min(max(fraction_removed, 0.0), 0.95)
         speedup = 1.0 / (1.0 - fraction_removed)
         requests = self.requests
         before = requests.throughput_rps if requests else None
         p50 = requests.percentile(50) if requests else None
-        if p50 is not None and self.saturated:
+        if p50 is not None and of_latency:
+            p50_after = p50 * (1.0 - fraction_removed)
+        elif p50 is not None and self.saturated:
             p50_after = p50 / speedup
             assumptions = [*assumptions, "the server is saturated (requests queue): latency falls with capacity"]
         elif p50 is not None and requests is not None and requests.count:

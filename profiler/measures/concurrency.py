@@ -85,3 +85,23 @@ def parked(waits: pd.DataFrame, stacks: StackTable, start: int, end: int) -> lis
         places[where] = places.get(where, 0.0) + float(ns)
     total = sum(places.values())
     return [Parked(where, ns / window_ns, ns / total) for where, ns in sorted(places.items(), key=lambda kv: -kv[1])]
+
+
+def under(samples: pd.DataFrame, stacks: StackTable, frame: re.Pattern) -> np.ndarray:
+    """Which samples have a frame whose ``file:function`` matches ``frame`` anywhere in their
+    stack (each stack judged once)."""
+    verdicts: dict[int, bool] = {}
+    out = np.zeros(len(samples), dtype=bool)
+    for i, stack_id in enumerate(samples["stack_id"].to_numpy()):
+        stack_id = int(stack_id)
+        if stack_id not in verdicts:
+            verdicts[stack_id] = stack_id >= 0 and any(
+                frame.search(f"{path}:{function}") for function, path, _ in stacks.frames_of(stack_id))
+        out[i] = verdicts[stack_id]
+    return out
+
+
+def clipped_ns(samples: pd.DataFrame, start: int, end: int) -> float:
+    """The samples' time inside [start, end)."""
+    begin = np.clip(samples["ts_ns"].to_numpy(np.int64), start, end)
+    return float((np.clip(begin + samples["dur_ns"].to_numpy(np.int64), start, end) - begin).sum())

@@ -7,7 +7,8 @@ The one unit: ``Verdict.removed`` is the **fraction of the server's busy time** 
 over requests or threads: :attr:`AnalysisContext.busy_ns`) that the fix removes. Evidence measured
 as a fraction of something else converts first: a fraction of a wall-time window (a GPU idle,
 blocked on syncs) is taken as the same fraction of busy time, the window being the work;
-a fraction of end-to-end request time goes through :meth:`AnalysisContext.busy_fraction`.
+a fraction of end-to-end request time goes through :meth:`AnalysisContext.busy_fraction` — or,
+for time that is waiting rather than work (``of_latency``), stays a fraction of request time.
 
 A rule never writes its own id: the registry entry (:class:`Rule`) holds it, once. Ranking is
 by share; a verdict that is the consequence of another rule's finding names that rule in
@@ -41,6 +42,9 @@ class Verdict:
     gain_method: str | None = "amdahl"
     assumptions: list[str] = field(default_factory=list)
     ranks_after: tuple[str, ...] = ()
+    # True: ``removed`` is a fraction of end-to-end request time instead (a wait, not work: a
+    # downstream call, a blocking write); under closed-loop clients throughput rises as it goes
+    of_latency: bool = False
 
 
 Check = Callable[["AnalysisContext"], list[Verdict]]
@@ -57,8 +61,9 @@ class Rule:
 def to_finding(ctx: AnalysisContext, rule_id: str, verdict: Verdict) -> Finding:
     """The finding of a verdict: share of request time, severity and gain, one way for all."""
     removed = min(max(float(verdict.removed), 0.0), 1.0)
-    share = ctx.e2e_share(removed)
-    gain = ctx.amdahl(removed, verdict.assumptions, verdict.gain_method) if verdict.gain_method else None
+    share = removed if verdict.of_latency else ctx.e2e_share(removed)
+    gain = ctx.amdahl(removed, verdict.assumptions, verdict.gain_method, verdict.of_latency) \
+        if verdict.gain_method else None
     return Finding(rule=rule_id, title=verdict.title, share=round(float(share), 4), evidence=dict(verdict.evidence),
                    fix=verdict.fix, severity=severity_for_share(share), estimated_gain=gain, events=verdict.events,
                    ranks_after=list(verdict.ranks_after))

@@ -1,12 +1,19 @@
-"""The diagnosis matrix: inject one bottleneck at a time, profile the server through
-`prof attach` WITHOUT the agent (py-spy, psutil, the wire — what a server we did not write
-offers), and check that `prof report` names it first; then measure the fix's real gain
-(broken vs fixed configuration, alternated, no profiler attached) beside the estimate.
+"""The diagnosis matrix: profile servers with injected bottlenecks through `prof attach`
+WITHOUT the agent (py-spy, psutil, the wire — what a server we did not write offers), check
+what `prof report` names, then measure each fix's real gain (broken vs fixed, alternated, no
+profiler attached) beside the estimate.
 
-    .venv/bin/python benchmarks/diagnosis_matrix.py [--seconds 10] [--rounds 2] [--only NAME,...]
+    .venv/bin/python benchmarks/diagnosis_matrix.py [--half dev|validation|all] [--seconds 10]
+        [--rounds 2] [--only NAME,...] [--save runs.json] [--rescore runs.json]
+    .venv/bin/python benchmarks/diagnosis_matrix.py --in-sample     the rules' own scenarios
 
-Sample-server scenarios start from a good configuration (INT8, batching, threads pinned)
-and break one thing; three more run a server prof did not write (tests/foreign_server.py).
+Default: the independent corpus (benchmarks/scenarios/: servers, models and faults the rules
+were not written against), split by a fixed seed into a development and a validation half;
+both halves are scored separately. Scoring: a single bottleneck is right when the top finding
+names it; a clean server when no finding is high or critical; a pair when both are found and
+the one whose fix measured the larger gain ranks first; the gain is within ±30 % of the
+measured fixed/broken throughput ratio. ``--in-sample``: the ten scenarios the rules were
+written and tuned against (sample server, tests/foreign_server.py).
 """
 
 from __future__ import annotations
@@ -186,8 +193,16 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10.0, help="attach window and each measuring run")
     parser.add_argument("--rounds", type=int, default=2, help="broken/fixed alternations for the measured gain")
-    parser.add_argument("--only", help="comma list of expected rule ids to run")
+    parser.add_argument("--only", help="comma list of scenario names (in-sample: expected rule ids) to run")
+    parser.add_argument("--in-sample", action="store_true", help="the rules' own ten scenarios instead of the corpus")
+    parser.add_argument("--half", choices=["dev", "validation", "all"], default="all", help="which half of the corpus")
+    parser.add_argument("--save", type=Path, help="append each scenario's raw result (JSON lines) here")
+    parser.add_argument("--rescore", type=Path, help="score saved results again instead of running")
     args = parser.parse_args()
+    if not args.in_sample:
+        from benchmarks.corpus_matrix import run_corpus
+
+        return run_corpus(args)
     chosen = [s for s in SCENARIOS if not args.only or s.expected in args.only.split(",")]
     rows = []
     with tempfile.TemporaryDirectory() as scratch:

@@ -28,7 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -134,32 +134,113 @@ def _faults(*faults: str) -> list[str]:
     return [x for f in faults for x in ("--fault", f)]
 
 
-def single(name: str, fault: str, base: list[str], load: Load = Load(), fix: list[str] | None = None,
-           fix_load: Load | None = None, rule: str | None = None, feature_service: bool = False,
-           note: str = "") -> Scenario:
-    server = base + _faults(fault)
-    return Scenario(name, "single", (rule or RULES[fault],), server, (fix if fix is not None else list(base),),
-                    load, (fix_load,), feature_service, note)
+def fix_args(server: list[str], fault: str) -> list[str]:
+    """The server arguments with ``fault`` fixed (and nothing else changed)."""
+    if fault == "repeats":  # the load repeats images; the fix is a result cache
+        return list(server) + ["--cache"]
+    fixed = _without(server, fault)
+    if fault == "gc":  # same code (catalog, per-request collect), gc.freeze() after startup
+        fixed += ["--gc-freeze"]
+    elif fault == "eager":  # the same fp32 weights through ONNX Runtime
+        fixed = _set(_set(fixed, "--runtime", "ort"), "--precision", "fp32")
+    elif fault == "no-batching":
+        fixed += ["--batch"]
+    return fixed
 
 
-def pair(name: str, first: str, second: str, base: list[str], load: Load = Load(),
-         fixes: tuple[list[str], list[str]] | None = None, fix_loads: tuple[Load | None, Load | None] = (None, None),
-         feature_service: bool = False, note: str = "") -> Scenario:
+def fix_load(load: Load, fault: str) -> Load | None:
+    """The fixed variant's load where the fix changes the wire format."""
+    if fault == "json":
+        return replace(load, payload="raw")
+    return None
+
+
+def _set(args: list[str], flag: str, value: str) -> list[str]:
+    args = list(args)
+    if flag in args:
+        args[args.index(flag) + 1] = value
+    else:
+        args += [flag, value]
+    return args
+
+
+def single(name: str, fault: str, base: list[str], load: Load = Load(), note: str = "") -> Scenario:
+    server = base + _faults(fault) if fault != "repeats" else list(base)
+    if fault == "json":
+        load = replace(load, payload="json")
+    if fault == "repeats" and not load.repeats:
+        load = replace(load, repeats=0.6)
+    return Scenario(name, "single", (RULES[fault],), server, (fix_args(server, fault),), load,
+                    (fix_load(load, fault),), fault == "downstream", note)
+
+
+def pair(name: str, first: str, second: str, base: list[str], load: Load = Load(), note: str = "") -> Scenario:
     """Two faults; ``first`` is the larger. Each fix removes only its own fault."""
     server = base + _faults(*(f for f in (first, second) if f != "repeats"))
-    if fixes is None:
-        fixes = (_without(server, first), _without(server, second))
-    return Scenario(name, "pair", (RULES[first], RULES[second]), server, fixes, load, fix_loads, feature_service,
-                    note)
+    if "json" in (first, second):
+        load = replace(load, payload="json")
+    if "repeats" in (first, second) and not load.repeats:
+        load = replace(load, repeats=0.6)
+    return Scenario(name, "pair", (RULES[first], RULES[second]), server,
+                    (fix_args(server, first), fix_args(server, second)), load,
+                    (fix_load(load, first), fix_load(load, second)), "downstream" in (first, second), note)
 
 
-def clean(name: str, base: list[str], load: Load = Load(), feature_service: bool = False, note: str = "") -> Scenario:
-    return Scenario(name, "clean", (), list(base), (), load, (), feature_service, note)
+def clean(name: str, base: list[str], load: Load = Load(), note: str = "") -> Scenario:
+    return Scenario(name, "clean", (), list(base), (), load, (), False, note)
 
 
 # --------------------------------------------------------------------------- the corpus
 
-SCENARIOS: list[Scenario] = []
+HTTP, FLASK, FASTAPI, AIOHTTP, GUNICORN = "httpserver", "flask", "fastapi", "aiohttp", "gunicorn"
+SMALL = (320, 240)  # uploads a phone app resized first: inference dominates the request
+PHOTO = (640, 480)
+CAMERA = (4000, 3000)  # 12-megapixel originals
+
+
+def _srv(framework: str, model: str, runtime: str = "ort", *extra: str) -> list[str]:
+    return _base(framework, model, runtime, *extra)
+
+
+SCENARIOS: list[Scenario] = [
+    # ---- single bottleneck
+    single("lock-httpserver-resnet", "lock", _srv(HTTP, "resnet"), Load(8, image_size=SMALL)),
+    single("executor1-aiohttp-vit", "executor1", _srv(AIOHTTP, "vit"), Load(8, image_size=SMALL)),
+    single("native-threads-fastapi-resnet", "native-threads", _srv(FASTAPI, "resnet"), Load(8, image_size=SMALL)),
+    single("native-threads-httpserver-mobilenet-torch", "native-threads", _srv(HTTP, "mobilenet", "torch"),
+           Load(8, image_size=SMALL)),
+    single("gc-flask-mobilenet", "gc", _srv(FLASK, "mobilenet"), Load(8)),
+    single("gc-aiohttp-vit-torch", "gc", _srv(AIOHTTP, "vit", "torch"), Load(8)),
+    single("logging-fastapi-vit", "logging", _srv(FASTAPI, "vit"), Load(8)),
+    single("logging-gunicorn-mobilenet", "logging", _srv(GUNICORN, "mobilenet"), Load(8)),
+    single("downstream-flask-resnet", "downstream", _srv(FLASK, "resnet"), Load(8)),
+    single("json-fastapi-mobilenet", "json", _srv(FASTAPI, "mobilenet"), Load(8)),
+    single("python-preprocess-httpserver-mobilenet", "python-preprocess", _srv(HTTP, "mobilenet"), Load(8)),
+    single("big-decode-aiohttp-resnet", "big-decode", _srv(AIOHTTP, "resnet"), Load(4, image_size=CAMERA)),
+    single("fp32-gunicorn-vit", "fp32", _srv(GUNICORN, "vit"), Load(8, image_size=SMALL)),
+    single("unfused-fastapi2-mobilenet", "unfused", _srv(FASTAPI, "mobilenet", "ort", "--workers", "2"),
+           Load(8, image_size=SMALL)),
+    single("eager-flask-resnet-torch", "eager", _srv(FLASK, "resnet", "torch"), Load(4, image_size=SMALL)),
+    single("reload-aiohttp-mobilenet", "reload", _srv(AIOHTTP, "mobilenet"), Load(4)),
+    single("no-batching-httpserver-mobilenet", "no-batching", _srv(HTTP, "mobilenet"), Load(16, image_size=(224, 224))),
+    single("stalls-fastapi2-resnet", "stalls", _srv(FASTAPI, "resnet", "ort", "--workers", "2"), Load(8)),
+    single("gil-postprocess-flask-vit", "gil-postprocess", _srv(FLASK, "vit"), Load(8)),
+    single("repeats-fastapi-resnet", "repeats", _srv(FASTAPI, "resnet"), Load(8)),
+    # ---- clean: nothing injected
+    clean("clean-httpserver-mobilenet", _srv(HTTP, "mobilenet"), Load(8)),
+    clean("clean-flask-vit", _srv(FLASK, "vit"), Load(8)),
+    clean("clean-fastapi-resnet", _srv(FASTAPI, "resnet"), Load(8)),
+    clean("clean-aiohttp-resnet", _srv(AIOHTTP, "resnet"), Load(8, image_size=SMALL)),
+    clean("clean-gunicorn-mobilenet", _srv(GUNICORN, "mobilenet"), Load(8)),
+    clean("clean-fastapi2-vit", _srv(FASTAPI, "vit", "ort", "--workers", "2"), Load(8)),
+    # ---- two bottlenecks of different sizes, the larger first
+    pair("python-preprocess+stalls-flask-resnet", "python-preprocess", "stalls", _srv(FLASK, "resnet"), Load(8)),
+    pair("reload+gil-postprocess-httpserver-vit", "reload", "gil-postprocess", _srv(HTTP, "vit"), Load(8)),
+    pair("gc+json-fastapi-resnet", "gc", "json", _srv(FASTAPI, "resnet"), Load(8)),
+    pair("big-decode+downstream-aiohttp-mobilenet", "big-decode", "downstream", _srv(AIOHTTP, "mobilenet"),
+         Load(4, image_size=CAMERA)),
+    pair("unfused+repeats-httpserver-resnet", "unfused", "repeats", _srv(HTTP, "resnet"), Load(8)),
+]
 
 
 def split(seed: int = 20261207) -> tuple[list[Scenario], list[Scenario]]:
@@ -168,11 +249,13 @@ def split(seed: int = 20261207) -> tuple[list[Scenario], list[Scenario]]:
     rng = random.Random(seed)
     dev: list[Scenario] = []
     validation: list[Scenario] = []
+    turn = 0  # carried across kinds, so an odd kind's extra goes to each half in turn
     for kind in ("single", "clean", "pair"):
         group = sorted((s for s in SCENARIOS if s.kind == kind), key=lambda s: s.name)
         rng.shuffle(group)
-        for i, scenario in enumerate(group):
-            (dev if (i + len(dev) + len(validation)) % 2 == 0 else validation).append(scenario)
+        for scenario in group:
+            (dev if turn % 2 == 0 else validation).append(scenario)
+            turn += 1
     return dev, validation
 
 

@@ -25,6 +25,9 @@ def main(argv: list[str] | None = None) -> int:
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        # headers and body go out in two writes: without TCP_NODELAY a keep-alive client's
+        # delayed ACK holds the body back ~40 ms (Nagle)
+        disable_nagle_algorithm = True
 
         def do_GET(self):  # noqa: N802 (http.server's naming)
             if self.path == "/health":
@@ -46,9 +49,11 @@ def main(argv: list[str] | None = None) -> int:
         def log_message(self, format, *args):  # noqa: A002
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
-    server.daemon_threads = True
-    server.serve_forever()
+    class Server(ThreadingHTTPServer):
+        daemon_threads = True
+        request_queue_size = 128
+
+    Server(("127.0.0.1", args.port), Handler).serve_forever()
     return 0
 
 

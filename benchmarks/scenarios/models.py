@@ -3,9 +3,9 @@ no downloads, seeded random weights), and the artifacts the servers load.
 
 Families (input 1x3xSxS float32, ImageNet-normalised, 1000 classes):
 
-* ``resnet``    — ResNet-10: ResNet-18's stem and widths, one basic block per stage.
+* ``resnet``    — ResNet-18 layout: 7x7 stem, four stages of two basic blocks.
 * ``mobilenet`` — MobileNet-v1 (width 1.0): 13 depthwise-separable convolutions.
-* ``vit``       — a small ViT: 16x16 patches, width 256, 4 pre-norm blocks of 4 heads.
+* ``vit``       — a small ViT: 16x16 patches, width 256, 6 pre-norm blocks of 4 heads.
 
 Artifacts (built on demand into ``$PROF_SCENARIO_CACHE`` or ``~/.cache/prof-scenarios``):
 
@@ -90,8 +90,8 @@ def build_module(family: str):
             out = self.bn2(self.conv2(out))
             return self.relu(out + identity)
 
-    class ResNet10(nn.Module):
-        def __init__(self, widths=(64, 128, 256, 512)):
+    class ResNet18(nn.Module):
+        def __init__(self, widths=(64, 128, 256, 512), depth: int = 2):
             super().__init__()
             self.stem = nn.Sequential(
                 nn.Conv2d(3, widths[0], 7, 2, 3, bias=False), nn.BatchNorm2d(widths[0]), nn.ReLU(inplace=True),
@@ -99,8 +99,9 @@ def build_module(family: str):
             )
             blocks, cin = [], widths[0]
             for i, w in enumerate(widths):
-                blocks.append(BasicBlock(cin, w, 1 if i == 0 else 2))
-                cin = w
+                for j in range(depth):
+                    blocks.append(BasicBlock(cin, w, 2 if i > 0 and j == 0 else 1))
+                    cin = w
             self.blocks = nn.Sequential(*blocks)
             self.pool = nn.AdaptiveAvgPool2d(1)
             self.fc = nn.Linear(cin, NUM_CLASSES)
@@ -156,7 +157,7 @@ def build_module(family: str):
             return x + self.fc2(self.act(self.fc1(self.norm2(x))))
 
     class ViT(nn.Module):
-        def __init__(self, size: int, patch: int = 16, dim: int = 256, depth: int = 4, heads: int = 4):
+        def __init__(self, size: int, patch: int = 16, dim: int = 256, depth: int = 6, heads: int = 4):
             super().__init__()
             self.patch = nn.Conv2d(3, dim, patch, patch)
             tokens = (size // patch) ** 2
@@ -173,7 +174,7 @@ def build_module(family: str):
             return self.head(x[:, 0])
 
     if family == "resnet":
-        module = ResNet10()
+        module = ResNet18()
     elif family == "mobilenet":
         module = MobileNet()
     elif family == "vit":

@@ -80,7 +80,7 @@ FAULTS = ("lock", "executor1", "native-threads", "gc", "logging", "downstream", 
           "big-decode", "fp32", "unfused", "eager", "reload", "no-batching", "stalls", "gil-postprocess")
 CONFIG_ENV = "PROF_SCENARIO_SERVER_CONFIG"
 STATS_FLUSH_EVERY = 40
-SMOOTH_TOP_K = 64
+SMOOTH_TOP_K = 384
 log = logging.getLogger("classifier")
 
 
@@ -385,9 +385,10 @@ class Service:
             top = sorted(range(len(probs)), key=probs.__getitem__, reverse=True)[:SMOOTH_TOP_K]
             best, best_score = top[0], -1.0
             for i in top:
+                row = self.similarity_rows[i]
                 smoothed = 0.0
-                for s, p in zip(self.similarity_rows[i], probs):
-                    smoothed += s * p
+                for j in range(len(probs)):
+                    smoothed += row[j] * probs[j]
                 score = 0.7 * probs[i] + 0.3 * smoothed
                 if score > best_score:
                     best, best_score = i, score
@@ -489,6 +490,9 @@ def run_httpserver(service: Service) -> None:
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        # headers and body go out in two writes: without TCP_NODELAY a keep-alive client's
+        # delayed ACK holds the body back ~40 ms (Nagle)
+        disable_nagle_algorithm = True
 
         def _reply(self, status: int, payload: dict) -> None:
             body = json.dumps(payload).encode()
@@ -520,9 +524,11 @@ def run_httpserver(service: Service) -> None:
         def log_message(self, format, *args):  # noqa: A002
             pass
 
-    server = ThreadingHTTPServer((service.cfg.host, service.cfg.port), Handler)
-    server.daemon_threads = True
-    server.serve_forever()
+    class Server(ThreadingHTTPServer):
+        daemon_threads = True
+        request_queue_size = 128  # socketserver's default backlog of 5 resets bursts of connects
+
+    Server((service.cfg.host, service.cfg.port), Handler).serve_forever()
 
 
 def create_flask_app(service: Service):

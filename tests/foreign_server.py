@@ -9,12 +9,17 @@
   python foreign_server.py PORT ort MODEL    an ONNX convnet (written to MODEL if missing) in ONNX Runtime,
                                              one intra-op thread per session run
   python foreign_server.py PORT native MODEL the same with 4 intra-op threads per run, on every handler thread
+  python foreign_server.py PORT logging LOG  every request logs its input bytes and scores to LOG, synchronously
+  python foreign_server.py PORT downstream P every request first asks a feature service on port P (20 ms)
+  python foreign_server.py PORT feature      that feature service: answers after 20 ms
 """
 
 from __future__ import annotations
 
 import base64
+import http.client
 import json
+import logging
 import os
 import sys
 import threading
@@ -89,11 +94,30 @@ def flush_cache() -> None:
     time.sleep(0.4)
 
 
+LOG = logging.getLogger("classify")
+
+
+def features() -> bytes:
+    """The downstream call: a feature service on another port, a new connection each time."""
+    connection = http.client.HTTPConnection("127.0.0.1", int(sys.argv[3]), timeout=10)
+    connection.request("GET", "/features")
+    data = connection.getresponse().read()
+    connection.close()
+    return data
+
+
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
     def log_message(self, *args: object) -> None:
         pass
+
+    def do_GET(self) -> None:  # the feature service
+        time.sleep(0.02)
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"{}")
 
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
@@ -107,6 +131,10 @@ class Handler(BaseHTTPRequestHandler):
                 scores = forward(np.frombuffer(image, dtype=np.uint8))
         else:
             scores = forward(np.frombuffer(image, dtype=np.uint8))
+        if MODE == "downstream":
+            features()
+        if MODE == "logging":
+            LOG.debug("input %s scores %s", np.frombuffer(image, dtype=np.uint8).tolist(), scores.tolist())
         if MODE == "stalls" and next(COUNTER) % 20 == 19:
             flush_cache()
         if MODE == "json":
@@ -122,6 +150,11 @@ class Handler(BaseHTTPRequestHandler):
 
 
 if __name__ == "__main__":
+    if MODE == "logging":
+        handler = logging.FileHandler(sys.argv[3])
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+        LOG.addHandler(handler)
+        LOG.setLevel(logging.DEBUG)
     if MODE in ("ort", "native"):
         SESSION = load_session(sys.argv[3], 4 if MODE == "native" else 1)
     server = ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Handler)

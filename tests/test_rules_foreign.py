@@ -60,7 +60,14 @@ def report_of(tmp_path_factory):
         port = free_port()
         model = [str(tmp_path_factory.mktemp("model") / "convnet.onnx")] if mode in ("ort", "native") else []
         server_mode, _, repeats = mode.partition("+")  # "lock+repeats": the lock server, 4 distinct bodies
-        server = subprocess.Popen([sys.executable, str(SERVER), str(port), server_mode, *model])
+        extra, helper = list(model), None
+        if server_mode == "logging":
+            extra = [str(tmp_path_factory.mktemp("log") / "server.log")]
+        if server_mode == "downstream":  # the feature service it calls: a process of its own
+            feature_port = free_port()
+            helper = subprocess.Popen([sys.executable, str(SERVER), str(feature_port), "feature"])
+            extra = [str(feature_port)]
+        server = subprocess.Popen([sys.executable, str(SERVER), str(port), server_mode, *extra])
         try:
             for _ in range(300):  # the ONNX modes write and load a model first
                 try:
@@ -82,8 +89,10 @@ def report_of(tmp_path_factory):
             _, stderr = attach.communicate(timeout=120)
             assert attach.returncode == 0, stderr
         finally:
-            server.kill()
-            server.wait()
+            for process in (server, helper):
+                if process is not None:
+                    process.kill()
+                    process.wait()
         report = diagnose(load(out))
         assert report.load["source"] == "http" and report.load["stage_basis"] == "py-spy attribution"
         made[mode] = report
@@ -165,6 +174,21 @@ def test_a_load_replaying_four_bodies_is_called_unrepresentative_and_the_rest_is
     assert any("after the cache:" in note and "(implicit-queue)" in note for note in report.notes), report.notes
     # every body new: no cache finding, no such note
     assert not any("unrepresentative" in note for note in report_of("lock").notes)
+
+
+@pytest.mark.slow
+def test_a_downstream_call_and_synchronous_logging_are_shares_of_request_time(report_of) -> None:
+    """Each request waits ~20 ms on a feature service (another process, over loopback): the
+    downstream wait is found, named in http.client, as a share of request time with a latency
+    model for the gain. Logging the full score array per request: blocking-io. The clean server
+    has neither."""
+    down = next(f for f in report_of("downstream").findings if f.rule == "downstream-wait")
+    assert down.evidence["request_time_share"] >= 0.2 and down.evidence["waiting_part"] >= 0.8
+    assert any("http/client.py" in where or "socket.py" in where for where in down.evidence["where"])
+    assert down.estimated_gain.method in ("latency model", "amdahl") and down.estimated_gain.throughput_x > 1.1
+    assert "blocking-io" in {f.rule for f in report_of("logging").findings}
+    clean = {f.rule for f in report_of("clean").findings}
+    assert not clean & {"downstream-wait", "blocking-io"}
 
 
 @pytest.mark.slow

@@ -12,11 +12,14 @@
   python foreign_server.py PORT logging LOG  every request logs its input bytes and scores to LOG, synchronously
   python foreign_server.py PORT downstream P every request first asks a feature service on port P (20 ms)
   python foreign_server.py PORT feature      that feature service: answers after 20 ms
+  python foreign_server.py PORT gc           a large long-lived heap, and a history of each request's objects
+                                             kept a while: full collections scan the whole heap often
 """
 
 from __future__ import annotations
 
 import base64
+import collections
 import http.client
 import json
 import logging
@@ -95,6 +98,7 @@ def flush_cache() -> None:
 
 
 LOG = logging.getLogger("classify")
+HISTORY: "collections.deque[list]" = collections.deque(maxlen=100)
 
 
 def features() -> bytes:
@@ -135,6 +139,8 @@ class Handler(BaseHTTPRequestHandler):
             features()
         if MODE == "logging":
             LOG.debug("input %s scores %s", np.frombuffer(image, dtype=np.uint8).tolist(), scores.tolist())
+        if MODE == "gc":  # per-request history kept for a while: survivors pile up until a full collection
+            HISTORY.append([{"i": i, "seen": [len(image)]} for i in range(4_000)])
         if MODE == "stalls" and next(COUNTER) % 20 == 19:
             flush_cache()
         if MODE == "json":
@@ -150,6 +156,8 @@ class Handler(BaseHTTPRequestHandler):
 
 
 if __name__ == "__main__":
+    if MODE == "gc":  # a lookup table of a million small objects, kept for the life of the process
+        TABLE = [{"id": i, "tags": [i, str(i)]} for i in range(1_000_000)]
     if MODE == "logging":
         handler = logging.FileHandler(sys.argv[3])
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))

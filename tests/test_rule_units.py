@@ -108,6 +108,18 @@ LOGGING_CALL = [*f.HANDLER, ("Logger.info", "/usr/lib/python3.11/logging/__init_
                 ("Formatter.format", "/usr/lib/python3.11/logging/__init__.py", 680)]
 
 
+def _gc(collecting: bool) -> AnalysisContext:
+    """Ten native GIL snapshots of a handler thread: inside the collector in three, or never."""
+    stacks = StackTable()
+    in_gc = [*f.PY_WORK, ("<gc>", "<native>", 0)]
+    rows = []
+    for n in range(10):
+        frames = in_gc if collecting and n % 3 == 0 else f.PY_WORK
+        rows.append(f.snapshots(stacks, [("holds-gil", frames)], 1).assign(ts_ns=f.T0 + n * 500 * f.MS,
+                                                                           args='{"native":true}'))
+    return f.context(f.samples(stacks, [(f.PY_WORK, 5000, 1)]), *rows, stacks=stacks)
+
+
 def _threads(wait_percent: float) -> AnalysisContext:
     tids = {t: 60.0 for t in range(1, 5)}
     return f.context(f.counters("thread_cpu_percent", tids),
@@ -148,6 +160,7 @@ CASES: dict[str, tuple[Callable[[], AnalysisContext], Callable[[], AnalysisConte
     "device-idle": (lambda: _device_idle(3.0), lambda: _device_idle(0.1)),
     "gil-contention": (lambda: _gil(True), lambda: _gil(False)),
     "implicit-queue": (lambda: _queue(True), lambda: _queue(False)),
+    "gc-pauses": (lambda: _gc(True), lambda: _gc(False)),
     "downstream-wait": (lambda: _request_path(DOWNSTREAM_CALL), lambda: _request_path(None)),
     "blocking-io": (lambda: _request_path(LOGGING_CALL), lambda: _request_path(None)),
     "thread-oversubscription": (lambda: _threads(45.0), lambda: _threads(5.0)),

@@ -77,7 +77,10 @@ def report_of(tmp_path_factory):
                     time.sleep(0.1)
             out = tmp_path_factory.mktemp(mode) / "session"
             attach = subprocess.Popen([*PROF, "attach", str(server.pid), "--duration", "7", "--out", str(out),
-                                       "--pyspy-rate", "50", "--quiet"], stdout=subprocess.PIPE,
+                                       "--pyspy-rate", "50", "--quiet",
+                                       # gc: twice the snapshots, so a 5 s window holds ~10 native ones
+                                       *(["--gil-snapshots", "4"] if server_mode == "gc" else [])],
+                                      stdout=subprocess.PIPE,
                                       stderr=subprocess.PIPE, text=True)
             time.sleep(1.5)
             # the pure-Python model: more clients than cores, so that handler threads queue on the GIL
@@ -189,6 +192,20 @@ def test_a_downstream_call_and_synchronous_logging_are_shares_of_request_time(re
     assert "blocking-io" in {f.rule for f in report_of("logging").findings}
     clean = {f.rule for f in report_of("clean").findings}
     assert not clean & {"downstream-wait", "blocking-io"}
+
+
+@pytest.mark.slow
+def test_garbage_collection_pauses_seen_in_native_snapshots(report_of) -> None:
+    """A million tracked objects kept for life and a history of each request's objects: full
+    collections scan the heap again and again. The native GIL snapshots catch threads inside
+    gc_collect_main; latency-outliers, if present, ranks after gc-pauses. Not on the clean server."""
+    report = report_of("gc")
+    rules = [f.rule for f in report.findings]
+    finding = next(f for f in report.findings if f.rule == "gc-pauses")
+    assert finding.evidence["native_snapshots"] >= 5 and finding.evidence["in_gc_share"] >= 0.1
+    if "latency-outliers" in rules:
+        assert rules.index("gc-pauses") < rules.index("latency-outliers")
+    assert "gc-pauses" not in {f.rule for f in report_of("clean").findings}
 
 
 @pytest.mark.slow

@@ -303,6 +303,25 @@ class Measures:
         holders = holding["attributed"].value_counts() / max(held, 1)
         return GilFigures(int(taken), held / taken, {str(k): float(v) for k, v in holders.items() if v > 0})
 
+    @cached_property
+    def gc(self) -> tuple[int, float] | None:
+        """(native snapshots, the share of them in which some thread was inside the cyclic
+        garbage collector) over the serving window; None with fewer than three native snapshots
+        (:mod:`probes.gil_snapshots` takes every fourth dump with native frames)."""
+        start, end = self.serving_window
+        snapshots = self.gil_snapshots
+        native = snapshots[(snapshots["ts_ns"] >= start) & (snapshots["ts_ns"] < end)
+                           & snapshots["args"].fillna("").str.contains('"native":true', regex=False).to_numpy(bool)]
+        taken = native["ts_ns"].nunique()
+        if taken < 3:
+            return None
+        frames = np.asarray(self.stacks.node_frames, dtype=np.int64)
+        leaf = native["stack_id"].to_numpy(np.int64)
+        in_gc = np.zeros(len(native), dtype=bool)
+        valid = leaf >= 0
+        in_gc[valid] = [self.stacks.functions[f] == "<gc>" for f in frames[leaf[valid]]]
+        return int(taken), float(native.loc[in_gc, "ts_ns"].nunique()) / taken
+
     def overlap(self, *labels: str) -> concurrency.Overlap:
         """How many threads carried these attribution labels at once over the serving window."""
         samples = self.samples

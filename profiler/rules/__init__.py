@@ -9,9 +9,9 @@ analysis, Holistic Trace Analysis, SageMaker Debugger).
 
 from __future__ import annotations
 
-from profiler.rules import (batching, cache, cpu_fallback, device_idle, gil, graph_fusion, host_sync, latency_outliers,
-                            model_reload, pageable_h2d, precision, queues, request_path, runtime_switch,
-                            serialization, stage_bound, threads)
+from profiler.rules import (batching, cache, cpu_fallback, device_idle, gc_pauses, gil, graph_fusion, host_sync,
+                            latency_outliers, model_reload, pageable_h2d, precision, queues, request_path,
+                            runtime_switch, serialization, stage_bound, threads)
 from profiler.rules.contract import Rule, Verdict
 
 RULES: tuple[Rule, ...] = (
@@ -32,6 +32,7 @@ RULES: tuple[Rule, ...] = (
     model_reload.RULE,
     cpu_fallback.RULE,
     latency_outliers.RULE,
+    gc_pauses.RULE,
     request_path.DOWNSTREAM_WAIT,
     request_path.BLOCKING_IO,
 )

@@ -25,7 +25,9 @@ def check(ctx: AnalysisContext) -> list[Verdict]:
     first_tenth = np.arange(len(latency)) < max(len(latency) // 10, 1)
     warmup = float((slow & first_tenth).sum()) / max(int(slow.sum()), 1)
     gc_ns = _gc_time(ctx)
-    cause = "warm-up" if warmup >= 0.5 else "garbage collection" if gc_ns > 0 else "unexplained (contention?)"
+    in_gc = (ctx.gc or (0, 0.0))[1]
+    cause = "warm-up" if warmup >= 0.5 else "garbage collection" if gc_ns > 0 or in_gc >= 0.05 else \
+        "unexplained (contention?)"
     excess = float(np.clip(latency - p50, 0, None)[slow].sum()) / 1e3
     share = excess / (requests.total_ns / 1e9) if requests.total_ns else 0.0
     fix = Fix("warm the model up before taking traffic (run a few dummy batches), and freeze long-lived objects "
@@ -35,7 +37,7 @@ def check(ctx: AnalysisContext) -> list[Verdict]:
                     ctx.busy_fraction(share), {"p50_ms": round(p50, 1), "p99_ms": round(p99, 1),
                                                "slow_in_first_tenth": round(warmup, 2), "gc_ms": round(gc_ns / 1e6, 1),
                                                "cause": cause, "tail_share_of_request_time": round(share, 4)},
-                    fix, [EventRef(requests.source)], gain_method=None)]
+                    fix, [EventRef(requests.source)], gain_method=None, ranks_after=("gc-pauses",))]
 
 
 RULE = Rule("latency-outliers", check)

@@ -1,0 +1,49 @@
+"""``gc-pauses``: the cyclic garbage collector stops every Python thread (it holds the GIL)
+often and long — a large heap of long-lived objects scanned again by each full collection, or
+reference cycles made on every request.
+
+Evidence: the native GIL snapshots (:mod:`probes.gil_snapshots`: every fourth ``py-spy dump``
+taken with ``--native``) in which a thread is inside ``gc_collect_main`` — a share of wall time
+the collector runs, during which no Python code does. Flagged from 10 % of the native snapshots
+(and two of them at least). Gain: the collector's share of the time, 90 % of it removed
+(``gc.freeze()`` after start-up moves the long-lived heap out of every collection; fewer cycles
+per request make fewer collections) — an assumption, said in the finding. latency-outliers,
+where present, ranks after this finding: collections are the stalls it sees.
+"""
+
+from __future__ import annotations
+
+from profiler.analysis.context import AnalysisContext
+from profiler.analysis.model import EventRef, Fix
+from profiler.rules.common import percent
+from profiler.rules.contract import Rule, Verdict
+
+MIN_SHARE = 0.10
+MIN_HITS = 2
+FREED = 0.9
+
+SNIPPET = """import gc
+load_model_and_tables()        # everything long-lived, allocated at start-up
+gc.freeze()                    # moved to a permanent generation: no collection scans it again
+gc.set_threshold(50_000, 20, 20)   # and fewer young collections for request garbage"""
+
+
+def check(ctx: AnalysisContext) -> list[Verdict]:
+    figures = ctx.gc
+    if figures is None:
+        return []
+    taken, share = figures
+    if share < MIN_SHARE or share * taken < MIN_HITS - 1e-9:
+        return []
+    fix = Fix("keep the garbage collector off the long-lived heap: gc.freeze() once the model and tables are "
+              "loaded; avoid reference cycles per request; raise gc thresholds", SNIPPET)
+    start, end = ctx.serving_window
+    return [Verdict(f"the garbage collector runs {percent(share)} of the time (in {round(share * taken)} of {taken} "
+                    "native snapshots), stopping every Python thread", share * FREED,
+                    {"native_snapshots": taken, "in_gc_share": round(share, 3)}, fix,
+                    [EventRef("pyspy", names=["<gc>"], start_ns=start, end_ns=end)],
+                    assumptions=[f"the collector holds the GIL {percent(share)} of the time; freezing the long-lived "
+                                 f"heap removes {FREED:.0%} of that (assumed)"])]
+
+
+RULE = Rule("gc-pauses", check)

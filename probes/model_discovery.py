@@ -9,7 +9,8 @@ Where a path can show, in order of trust:
 4. the local variables of its live frames (``py-spy dump --locals``: a ``main()`` that keeps
    ``model_path`` while it serves),
 5. string literals in the server's own source files (the files of its frames, not the
-   standard library or installed packages): ``InferenceSession("model.onnx")`` at module level.
+   standard library or installed packages): ``InferenceSession("model.onnx")`` at module level;
+6. failing all of these, the one model file in its working directory (none is taken among several).
 
 Relative paths are resolved against the process's working directory (and, for a literal, the
 source file's directory); only files that exist count. Nothing is opened beyond a zip
@@ -70,7 +71,18 @@ def discover(pid: int, pyspy: str | None = "py-spy", timeout_s: float = 10.0) ->
                     add(Path(source).read_text(errors="replace"), "source", os.path.dirname(source), cwd)
             except OSError:
                 continue
+    if not found and cwd:  # nothing names it: one model file beside the server is taken, never a guess among several
+        beside = [name for name in _listdir(cwd) if name.lower().endswith(tuple("." + s for s in SUFFIXES))]
+        if len(beside) == 1:
+            add(beside[0], "working directory", cwd)
     return found
+
+
+def _listdir(path: str) -> list[str]:
+    try:
+        return sorted(os.listdir(path))
+    except OSError:
+        return []
 
 
 def model_format(path: str) -> str:

@@ -84,6 +84,15 @@ def test_a_literal_in_the_servers_own_source(tmp_path: Path, model: Path) -> Non
     assert [(f.path, f.found_in) for f in found(process)] == [(str(model.resolve()), "source")]
 
 
+def test_the_one_model_file_in_the_working_directory_and_never_a_guess_among_several(tmp_path: Path) -> None:
+    (tmp_path / "net.onnx").write_bytes(b"x")
+    process = serve(tmp_path, "import time\nwhile True: time.sleep(0.2)\n")
+    assert [(f.path, f.found_in) for f in found(process)] == [(str((tmp_path / "net.onnx").resolve()),
+                                                              "working directory")]
+    (tmp_path / "other.onnx").write_bytes(b"y")
+    assert found(serve(tmp_path, "import time\nwhile True: time.sleep(0.2)\n")) == []
+
+
 def test_no_model_anywhere_and_a_path_that_does_not_exist(tmp_path: Path) -> None:
     process = serve(tmp_path, "import time\nMODEL = 'missing/nowhere.onnx'\nwhile True: time.sleep(0.2)\n")
     assert found(process) == []

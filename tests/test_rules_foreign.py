@@ -201,7 +201,8 @@ def test_garbage_collection_pauses_seen_in_native_snapshots(report_of) -> None:
     gc_collect_main; latency-outliers, if present, ranks after gc-pauses. Not on the clean server."""
     report = report_of("gc")
     rules = [f.rule for f in report.findings]
-    finding = next(f for f in report.findings if f.rule == "gc-pauses")
+    finding = next((f for f in report.findings if f.rule == "gc-pauses"), None)
+    assert finding is not None, (rules, load(Path(report.session)).meta["probes"].get("pyspy"))
     assert finding.evidence["native_snapshots"] >= 5 and finding.evidence["in_gc_share"] >= 0.1
     if "latency-outliers" in rules:
         assert rules.index("gc-pauses") < rules.index("latency-outliers")

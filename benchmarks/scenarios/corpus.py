@@ -213,7 +213,7 @@ SCENARIOS: list[Scenario] = [
     single("gc-aiohttp-vit-torch", "gc", _srv(AIOHTTP, "vit", "torch"), Load(8)),
     single("logging-fastapi-vit", "logging", _srv(FASTAPI, "vit"), Load(8)),
     single("logging-gunicorn-mobilenet", "logging", _srv(GUNICORN, "mobilenet"), Load(8)),
-    single("downstream-flask-resnet", "downstream", _srv(FLASK, "resnet"), Load(8)),
+    single("downstream-flask-resnet", "downstream", _srv(FLASK, "resnet"), Load(4)),
     single("json-fastapi-mobilenet", "json", _srv(FASTAPI, "mobilenet"), Load(8)),
     single("python-preprocess-httpserver-mobilenet", "python-preprocess", _srv(HTTP, "mobilenet"), Load(8)),
     single("big-decode-aiohttp-resnet", "big-decode", _srv(AIOHTTP, "resnet"), Load(4, image_size=CAMERA)),
@@ -222,7 +222,7 @@ SCENARIOS: list[Scenario] = [
            Load(8, image_size=SMALL)),
     single("eager-flask-resnet-torch", "eager", _srv(FLASK, "resnet", "torch"), Load(4, image_size=SMALL)),
     single("reload-aiohttp-mobilenet", "reload", _srv(AIOHTTP, "mobilenet"), Load(4)),
-    single("no-batching-httpserver-mobilenet", "no-batching", _srv(HTTP, "mobilenet"), Load(16, image_size=(224, 224))),
+    single("no-batching-fastapi-mlp-torch", "no-batching", _srv(FASTAPI, "mlp", "torch"), Load(16, image_size=(224, 224))),
     single("stalls-fastapi2-resnet", "stalls", _srv(FASTAPI, "resnet", "ort", "--workers", "2"), Load(8)),
     single("gil-postprocess-flask-vit", "gil-postprocess", _srv(FLASK, "vit"), Load(8)),
     single("repeats-fastapi-resnet", "repeats", _srv(FASTAPI, "resnet"), Load(8)),
@@ -233,13 +233,17 @@ SCENARIOS: list[Scenario] = [
     clean("clean-aiohttp-resnet", _srv(AIOHTTP, "resnet"), Load(8, image_size=SMALL)),
     clean("clean-gunicorn-mobilenet", _srv(GUNICORN, "mobilenet"), Load(8)),
     clean("clean-fastapi2-vit", _srv(FASTAPI, "vit", "ort", "--workers", "2"), Load(8)),
+    clean("clean-aiohttp-mlp", _srv(AIOHTTP, "mlp"), Load(16, image_size=(224, 224))),
     # ---- two bottlenecks of different sizes, the larger first
-    pair("python-preprocess+stalls-flask-resnet", "python-preprocess", "stalls", _srv(FLASK, "resnet"), Load(8)),
-    pair("reload+gil-postprocess-httpserver-vit", "reload", "gil-postprocess", _srv(HTTP, "vit"), Load(8)),
-    pair("gc+json-fastapi-resnet", "gc", "json", _srv(FASTAPI, "resnet"), Load(8)),
+    pair("python-preprocess+gil-postprocess-flask-mobilenet", "python-preprocess", "gil-postprocess",
+         _srv(FLASK, "mobilenet"), Load(8)),
+    pair("reload+logging-httpserver-vit", "reload", "logging", _srv(HTTP, "vit"), Load(8)),
+    pair("gc+logging-aiohttp-resnet", "gc", "logging", _srv(AIOHTTP, "resnet"), Load(8)),
+
+    # 3 clients: with more, the 12-megapixel decodes keep both cores busy through the downstream waits
     pair("big-decode+downstream-aiohttp-mobilenet", "big-decode", "downstream", _srv(AIOHTTP, "mobilenet"),
-         Load(4, image_size=CAMERA)),
-    pair("unfused+repeats-httpserver-resnet", "unfused", "repeats", _srv(HTTP, "resnet"), Load(8)),
+         Load(3, image_size=CAMERA)),
+    pair("unfused+repeats-httpserver-resnet", "unfused", "repeats", _srv(HTTP, "resnet"), Load(8, repeats=0.3)),
 ]
 
 

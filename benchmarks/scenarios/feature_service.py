@@ -30,10 +30,11 @@ def main(argv: list[str] | None = None) -> int:
         disable_nagle_algorithm = True
 
         def do_GET(self):  # noqa: N802 (http.server's naming)
-            if self.path == "/health":
+            path = self.path.split("?", 1)[0]
+            if path == "/health":
                 body = b'{"status":"ok"}'
-            elif self.path.startswith("/labels/"):
-                label = int(self.path.rsplit("/", 1)[1])
+            elif path.startswith("/labels/"):
+                label = int(path.rsplit("/", 1)[1])
                 time.sleep(delay)  # the remote store's latency
                 body = json.dumps({"id": label, "name": f"class_{label:04d}", "threshold": 0.0005,
                                    "group": label // 100}).encode()

@@ -6,12 +6,15 @@ Families (input 1x3xSxS float32, ImageNet-normalised, 1000 classes):
 * ``resnet``    — ResNet-18 layout: 7x7 stem, four stages of two basic blocks.
 * ``mobilenet`` — MobileNet-v1 (width 1.0): 13 depthwise-separable convolutions.
 * ``vit``       — a small ViT: 16x16 patches, width 256, 6 pre-norm blocks of 4 heads.
+* ``mlp``       — an MLP on 4x4-average-pooled pixels (3x56x56 -> 3072 -> 3072 -> 1000):
+  41 M weights and little arithmetic per image, so batch 1 is bound by streaming the
+  weights and batching pays (unlike the convnets on one CPU thread).
 
 Artifacts (built on demand into ``$PROF_SCENARIO_CACHE`` or ``~/.cache/prof-scenarios``):
 
 * ``fp32.onnx``  — ONNX export with a dynamic batch axis.
 * ``int8.onnx``  — the fp32 graph quantised by onnxruntime (static QDQ for the convnets,
-  calibrated on generated images; dynamic for the ViT's MatMuls).
+  calibrated on generated images; dynamic for the MatMuls of the ViT and the MLP).
 * ``model.pt``   — TorchScript (``torch.jit.trace``) for the torch runtime.
 
 Every build runs under an exclusive file lock and is written to a temporary name and
@@ -34,7 +37,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-FAMILIES = ("resnet", "mobilenet", "vit")
+FAMILIES = ("resnet", "mobilenet", "vit", "mlp")
 ARTIFACTS = ("fp32", "int8", "torchscript")
 NUM_CLASSES = 1000
 MEAN = (0.485, 0.456, 0.406)
@@ -52,6 +55,7 @@ SPECS = {
     "resnet": ModelSpec("resnet", 224, 11),
     "mobilenet": ModelSpec("mobilenet", 224, 12),
     "vit": ModelSpec("vit", 224, 13),
+    "mlp": ModelSpec("mlp", 224, 14),
 }
 
 
@@ -173,12 +177,26 @@ def build_module(family: str):
             x = self.norm(self.blocks(x))
             return self.head(x[:, 0])
 
+    class PixelMLP(nn.Module):
+        def __init__(self, pool: int = 4, hidden: int = 3072):
+            super().__init__()
+            self.pool = nn.AvgPool2d(pool)
+            inputs = 3 * (spec.input_size // pool) ** 2
+            self.layers = nn.Sequential(
+                nn.Linear(inputs, hidden), nn.GELU(), nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, NUM_CLASSES),
+            )
+
+        def forward(self, x):
+            return self.layers(torch.flatten(self.pool(x), 1))
+
     if family == "resnet":
         module = ResNet18()
     elif family == "mobilenet":
         module = MobileNet()
     elif family == "vit":
         module = ViT(spec.input_size)
+    elif family == "mlp":
+        module = PixelMLP()
     else:
         raise ValueError(f"unknown model family {family!r}; one of {FAMILIES}")
     # random BatchNorm statistics so that the folded graph is not trivially the identity
@@ -198,11 +216,20 @@ def cache_root() -> Path:
 
 
 def _cache_key() -> str:
-    import onnxruntime
-    import torch
+    # versions from the installed metadata: importing torch only for its version would put
+    # ~140k objects on an ONNX Runtime server's heap
+    from importlib.metadata import PackageNotFoundError, version
+
+    def installed(*names: str) -> str:
+        for name in names:
+            try:
+                return version(name)
+            except PackageNotFoundError:
+                continue
+        return "none"
 
     digest = hashlib.sha256(Path(__file__).read_bytes())
-    digest.update(f"{torch.__version__}|{onnxruntime.__version__}".encode())
+    digest.update(f"{installed('torch')}|{installed('onnxruntime-gpu', 'onnxruntime')}".encode())
     return digest.hexdigest()[:12]
 
 
@@ -319,7 +346,7 @@ def _build_int8(family: str, source: Path, final: Path) -> None:
     prepared = _atomic_target(final.with_name("prepared.onnx"))
     try:
         quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
-        if family == "vit":
+        if family in ("vit", "mlp"):
             quantize_dynamic(str(prepared), str(tmp), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"])
         else:
             batches = calibration_batches(family)

@@ -14,8 +14,10 @@ Gain. With the model timed on this host at one thread (the calibration of the se
 model): the CPU a request costs today (cores used / throughput) less its inference share, plus
 the calibrated single-thread inference, is what a request costs pinned; throughput then
 reaches the free cores over that cost. Without a calibration: removed = 1.5 × wait², fitted on
-the two oversubscribed sample-server configurations of the development machine (23 % wait →
-×1.09, 52 % → ×1.63) — an assumption from two points, said in the finding.
+two oversubscribed sample-server configurations (the rules' in-sample scenarios, not the
+corpus: 23 % wait → ×1.09, 52 % → ×1.63) — an assumption from two points, said in the finding.
+
+Constants: the thresholds below were set before the scenario corpus was run, not fitted on it.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from profiler.rules.contract import Rule, Verdict
 ACTIVE_PERCENT = 2.0  # a thread at work
 OVERSUBSCRIBED = 1.5  # CPU wanted (CPU + run delay) per free core
 MIN_WAIT_SHARE = 0.20  # of the CPU wanted, waiting for a core
-WAIT_LOSS = 1.5  # without a calibration: removed = WAIT_LOSS x wait^2 (development half, see the doc)
+WAIT_LOSS = 1.5  # without a calibration: removed = WAIT_LOSS x wait^2 (fitted in-sample, not on the corpus)
 MAX_REMOVED_UNCALIBRATED = 0.5
 
 
@@ -58,8 +60,8 @@ def check(ctx: AnalysisContext) -> list[Verdict]:
         removed = min(MAX_REMOVED_UNCALIBRATED, WAIT_LOSS * waiting * waiting)
         method, assumptions = "amdahl", [
             f"threads at work wait for a core {waiting:.0%} of the time they want one; pinning removes "
-            f"{WAIT_LOSS:g} x wait^2 of the work (fitted on two sample-server configurations of the development "
-            "half: x1.09 at 23% wait, x1.63 at 52%)"]
+            f"{WAIT_LOSS:g} x wait^2 of the work (fitted on two sample-server configurations, the rules' own "
+            "in-sample scenarios: x1.09 at 23% wait, x1.63 at 52%)"]
     if others >= 0.3:
         assumptions.append(f"other processes used {others:.1f} of the {cores} cores meanwhile: only the rest is free")
     fix = Fix(f"pin thread pools to the cores: intra-op threads x concurrent callers <= {cores}",

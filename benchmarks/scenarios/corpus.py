@@ -210,7 +210,7 @@ SCENARIOS: list[Scenario] = [
     single("native-threads-httpserver-mobilenet-torch", "native-threads", _srv(HTTP, "mobilenet", "torch"),
            Load(8, image_size=SMALL)),
     single("gc-flask-mobilenet", "gc", _srv(FLASK, "mobilenet"), Load(8)),
-    single("gc-aiohttp-vit-torch", "gc", _srv(AIOHTTP, "vit", "torch"), Load(8)),
+    single("gc-aiohttp-vit", "gc", _srv(AIOHTTP, "vit"), Load(8)),
     single("logging-fastapi-vit", "logging", _srv(FASTAPI, "vit"), Load(8)),
     single("logging-gunicorn-mobilenet", "logging", _srv(GUNICORN, "mobilenet"), Load(8)),
     single("downstream-flask-resnet", "downstream", _srv(FLASK, "resnet"), Load(4)),
@@ -222,6 +222,7 @@ SCENARIOS: list[Scenario] = [
            Load(8, image_size=SMALL)),
     single("eager-flask-resnet-torch", "eager", _srv(FLASK, "resnet", "torch"), Load(4, image_size=SMALL)),
     single("reload-aiohttp-mobilenet", "reload", _srv(AIOHTTP, "mobilenet"), Load(4)),
+    single("stalls-httpserver-mlp-torch", "stalls", _srv(HTTP, "mlp", "torch"), Load(8)),
     single("no-batching-fastapi-mlp-torch", "no-batching", _srv(FASTAPI, "mlp", "torch"), Load(16, image_size=(224, 224))),
     single("stalls-fastapi2-resnet", "stalls", _srv(FASTAPI, "resnet", "ort", "--workers", "2"), Load(8)),
     single("gil-postprocess-flask-vit", "gil-postprocess", _srv(FLASK, "vit"), Load(8)),
@@ -237,7 +238,7 @@ SCENARIOS: list[Scenario] = [
     # ---- two bottlenecks of different sizes, the larger first
     pair("python-preprocess+gil-postprocess-flask-mobilenet", "python-preprocess", "gil-postprocess",
          _srv(FLASK, "mobilenet"), Load(8)),
-    pair("reload+logging-httpserver-vit", "reload", "logging", _srv(HTTP, "vit"), Load(8)),
+    pair("reload+logging-httpserver-mobilenet", "reload", "logging", _srv(HTTP, "mobilenet"), Load(8)),
     pair("gc+logging-aiohttp-resnet", "gc", "logging", _srv(AIOHTTP, "resnet"), Load(8)),
 
     # 3 clients: with more, the 12-megapixel decodes keep both cores busy through the downstream waits
@@ -378,6 +379,17 @@ class ScenarioServer:
             self.close()
             raise
         return self
+
+    def worker_pids(self) -> list[int]:
+        """The server's descendants (uvicorn/gunicorn workers; empty for one-process servers)."""
+        import psutil
+
+        if self.pid is None:
+            return []
+        try:
+            return [child.pid for child in psutil.Process(self.pid).children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return []
 
     def close(self) -> None:
         for process in (self.process, self.feature_process):

@@ -334,12 +334,10 @@ class ScenarioServer:
     def _spawn(self, argv: list[str], name: str) -> subprocess.Popen:
         env = dict(os.environ if self.env is None else self.env)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-        stderr = open(self.workdir / f"{name}.stderr", "wb")
-        try:
-            return subprocess.Popen(argv, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=stderr,
+        with open(self.workdir / f"{name}.stderr", "wb") as output:
+            # a new session: the server, its workers and their threads form one process group
+            return subprocess.Popen(argv, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=output,
                                     stderr=subprocess.STDOUT, start_new_session=True)
-        finally:
-            stderr.close()
 
     def stderr_tail(self, name: str = "server", limit: int = 4000) -> str:
         if self.workdir is None:
@@ -358,7 +356,7 @@ class ScenarioServer:
             time.sleep(0.2)
         raise RuntimeError(f"{name} did not answer /health within {self.timeout_s:.0f} s:\n{self.stderr_tail(name)}")
 
-    def __enter__(self) -> "ScenarioServer":
+    def __enter__(self) -> ScenarioServer:  # noqa: PYI034 (3.10 has no typing.Self)
         self.workdir = Path(tempfile.mkdtemp(prefix="prof-scenario-"))
         try:
             extra: list[str] = []

@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
         # delayed ACK holds the body back ~40 ms (Nagle)
         disable_nagle_algorithm = True
 
-        def do_GET(self):  # noqa: N802 (http.server's naming)
+        def do_GET(self):
             path = self.path.split("?", 1)[0]
             if path == "/health":
                 body = b'{"status":"ok"}'
@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
             self.end_headers()
             self.wfile.write(body)
 
-        def log_message(self, format, *args):  # noqa: A002
+        def log_message(self, format, *args):
             pass
 
     class Server(ThreadingHTTPServer):

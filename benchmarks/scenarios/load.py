@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from samples import images  # noqa: E402
+from samples import images
 
 PAYLOADS = ("raw", "json")
 BASE_IMAGES = 6  # distinct generated pictures per size

@@ -19,7 +19,8 @@ Artifacts (built on demand into ``$PROF_SCENARIO_CACHE`` or ``~/.cache/prof-scen
 
 Every build runs under an exclusive file lock and is written to a temporary name and
 renamed into place, so concurrent servers starting at once never see half a file.
-The cache key covers this file's source and the torch / onnxruntime versions.
+The cache key covers this file's and preprocessing.py's source and the torch / onnxruntime
+versions.
 
     .venv/bin/python benchmarks/scenarios/models.py [--build] [--time]
 """
@@ -229,6 +230,7 @@ def _cache_key() -> str:
         return "none"
 
     digest = hashlib.sha256(Path(__file__).read_bytes())
+    digest.update(Path(__file__).with_name("preprocessing.py").read_bytes())  # int8 calibration inputs
     digest.update(f"{installed('torch')}|{installed('onnxruntime-gpu', 'onnxruntime')}".encode())
     return digest.hexdigest()[:12]
 
@@ -252,13 +254,17 @@ def _locked(directory: Path):
 
 
 def _atomic_target(final: Path) -> Path:
+    """A temporary file beside ``final``, renamed onto it once complete (os.replace)."""
     fd, name = tempfile.mkstemp(prefix=final.name + ".", suffix=".tmp", dir=final.parent)
+    os.fchmod(fd, 0o644)
     os.close(fd)
     return Path(name)
 
 
 def artifact_path(family: str, kind: str) -> Path:
-    """Path of the ``kind`` artifact of ``family``, built first if missing."""
+    """Path of the ``kind`` artifact of ``family``, built first if missing. Builds run
+    under an exclusive lock on the family's directory; readers of an existing file take no
+    lock (files only ever appear complete, by rename)."""
     if kind not in _FILENAMES:
         raise ValueError(f"unknown artifact {kind!r}; one of {ARTIFACTS}")
     directory = artifact_dir(family)
@@ -266,26 +272,20 @@ def artifact_path(family: str, kind: str) -> Path:
     if final.exists():
         return final
     with _locked(directory):
-        if final.exists():  # built by another process while we waited
-            return final
-        if kind == "int8":
-            source = artifact_path_unlocked(directory, family, "fp32")
-            _build_int8(family, source, final)
-        else:
-            artifact_path_unlocked(directory, family, kind)
+        _build_locked(directory, family, kind)  # a no-op if another process built it meanwhile
     return final
 
 
-def artifact_path_unlocked(directory: Path, family: str, kind: str) -> Path:
+def _build_locked(directory: Path, family: str, kind: str) -> Path:
     final = directory / _FILENAMES[kind]
     if final.exists():
         return final
     if kind == "fp32":
         _build_onnx(family, final)
-    elif kind == "torchscript":
-        _build_torchscript(family, final)
+    elif kind == "int8":
+        _build_int8(family, _build_locked(directory, family, "fp32"), final)
     else:
-        raise ValueError(kind)
+        _build_torchscript(family, final)
     return final
 
 
@@ -330,16 +330,21 @@ def _check_onnx(family: str, module, path: Path, tolerance: float) -> float:
 def calibration_batches(family: str, count: int = 16):
     """Generated images, preprocessed exactly as the servers do: quantisation calibration."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-    from samples.images import synthetic_image
-
     from benchmarks.scenarios.preprocessing import to_tensor
+    from samples.images import synthetic_image
 
     size = SPECS[family].input_size
     return [to_tensor(synthetic_image(9000 + i, 320, 240), size) for i in range(count)]
 
 
 def _build_int8(family: str, source: Path, final: Path) -> None:
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_dynamic, quantize_static
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_dynamic,
+        quantize_static,
+    )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     tmp = _atomic_target(final)

@@ -47,32 +47,32 @@ import os
 for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
-import argparse  # noqa: E402
-import base64  # noqa: E402
-import collections  # noqa: E402
-import gc  # noqa: E402
-import hashlib  # noqa: E402
-import json  # noqa: E402
-import logging  # noqa: E402
-import math  # noqa: E402
-import queue  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
-import threading  # noqa: E402
-import time  # noqa: E402
-import urllib.request  # noqa: E402
-import uuid  # noqa: E402
-from concurrent.futures import Future, ThreadPoolExecutor  # noqa: E402
-from dataclasses import asdict, dataclass, field  # noqa: E402
-from pathlib import Path  # noqa: E402
+import argparse
+import base64
+import collections
+import gc
+import hashlib
+import json
+import logging
+import math
+import queue
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from benchmarks.scenarios import models, preprocessing  # noqa: E402
+from benchmarks.scenarios import models, preprocessing
 
 FRAMEWORKS = ("httpserver", "flask", "fastapi", "aiohttp", "gunicorn")
 RUNTIMES = ("ort", "torch")
@@ -291,7 +291,7 @@ class LRUCache:
 
 
 class CatalogEntry:
-    __slots__ = ("id", "label", "name", "parents", "aliases")
+    __slots__ = ("aliases", "id", "label", "name", "parents")
 
     def __init__(self, entry_id: int, label: int):
         self.id = entry_id
@@ -502,13 +502,13 @@ def run_httpserver(service: Service) -> None:
             self.end_headers()
             self.wfile.write(body)
 
-        def do_GET(self):  # noqa: N802
+        def do_GET(self):
             if self.path == "/health":
                 self._reply(200, {"status": "ok"})
             else:
                 self._reply(404, {"error": "not found"})
 
-        def do_POST(self):  # noqa: N802
+        def do_POST(self):
             if self.path != "/classify":
                 self._reply(404, {"error": "not found"})
                 return
@@ -521,7 +521,7 @@ def run_httpserver(service: Service) -> None:
             except Exception as exc:  # noqa: BLE001
                 self._reply(400, {"error": str(exc)})
 
-        def log_message(self, format, *args):  # noqa: A002
+        def log_message(self, format, *args):
             pass
 
     class Server(ThreadingHTTPServer):

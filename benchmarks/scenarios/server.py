@@ -666,15 +666,16 @@ def parse_args(argv: list[str] | None = None) -> Config:
 
 def main(argv: list[str] | None = None) -> int:
     cfg = parse_args(argv)
+    # the model file, held here while the server runs (as a server's main() holding its model path does);
+    # building it here also means workers only load it
+    model_file = str(models.artifact_path(cfg.model, "torchscript" if cfg.runtime == "torch" else cfg.effective_precision))
+    print(f"serving {model_file}", file=sys.stderr, flush=True)
     if cfg.framework == "gunicorn":
-        models.artifact_path(cfg.model, "torchscript" if cfg.runtime == "torch" else cfg.effective_precision)
         run_gunicorn(cfg)
         return 0
     if cfg.framework == "fastapi" and cfg.workers > 1:
         import uvicorn
 
-        # build the artifact once here, so the workers only load it
-        models.artifact_path(cfg.model, "torchscript" if cfg.runtime == "torch" else cfg.effective_precision)
         os.environ[CONFIG_ENV] = json.dumps(asdict(cfg))
         uvicorn.run("benchmarks.scenarios.server:asgi_app_factory", factory=True, host=cfg.host, port=cfg.port,
                     workers=cfg.workers, log_level="warning", access_log=False)

@@ -20,6 +20,7 @@ pickled weights, which prof never loads).
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import subprocess
@@ -83,6 +84,24 @@ def _listdir(path: str) -> list[str]:
         return sorted(os.listdir(path))
     except OSError:
         return []
+
+
+QUANTIZED_OPS = ("QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "ConvInteger",
+                 "MatMulInteger", "DynamicQuantizeLinear", "QLinearAdd", "QGemm")
+
+
+@functools.lru_cache(maxsize=16)
+def onnx_quantized(path: str) -> bool | None:
+    """Whether an ONNX file's graph is quantized (INT8 ops or QDQ pairs); None when it cannot be
+    read. Only the graph is parsed — no weights from external files, nothing executed."""
+    try:
+        import onnx
+
+        model = onnx.load(path, load_external_data=False)
+    except Exception:
+        return None
+    ops = {node.op_type for node in model.graph.node}
+    return bool(ops & set(QUANTIZED_OPS))
 
 
 def model_format(path: str) -> str:

@@ -123,3 +123,27 @@ def test_the_calibration_times_the_found_model_and_never_borrows_the_sample_one(
     assert CalibrationPolicy("off").loader(unknown) is None
     # the sample server runs the sample model: calibrating it is right
     assert CalibrationPolicy("cached").model_for({"server": {"knobs": []}}) is None
+
+
+def test_a_found_onnx_file_says_whether_it_is_quantized(tmp_path: Path) -> None:
+    """The precision of a model prof did not build is read from its graph (no weights, nothing run):
+    rules must not take an INT8 file's timing for fp32."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper, save
+
+    from probes.model_discovery import onnx_quantized
+
+    weight = numpy_helper.from_array(np.ones((4, 4), np.float32), "w")
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])
+    plain = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g", [x], [y], [weight])
+    save(helper.make_model(plain, ir_version=8, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "fp32.onnx")
+    scale, zero = numpy_helper.from_array(np.float32(0.1), "s"), numpy_helper.from_array(np.int8(0), "z")
+    qdq = helper.make_graph([helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"]),
+                             helper.make_node("DequantizeLinear", ["q", "s", "z"], ["d"]),
+                             helper.make_node("MatMul", ["d", "w"], ["y"])], "g", [x], [y], [weight, scale, zero])
+    save(helper.make_model(qdq, ir_version=8, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "int8.onnx")
+    assert onnx_quantized(str(tmp_path / "fp32.onnx")) is False
+    assert onnx_quantized(str(tmp_path / "int8.onnx")) is True
+    (tmp_path / "broken.onnx").write_bytes(b"not a model")
+    assert onnx_quantized(str(tmp_path / "broken.onnx")) is None

@@ -62,10 +62,15 @@ FP32_TIME_FRACTION = 0.85
 
 
 def runs_int8(ctx: AnalysisContext) -> bool | None:
-    """Whether the ORT graph is quantized (its node op types say so); None without a trace."""
+    """Whether the ORT graph is quantized: its node op types say so, or, without a trace, the
+    graph of the model file prof attach found the server had loaded; None when neither tells."""
     ops = ort_op_types(ctx)
     if ops.empty:
-        return None
+        from probes.model_discovery import onnx_quantized
+        from profiler.analysis.calibration_policy import discovered_onnx
+
+        found = discovered_onnx(ctx.meta)
+        return onnx_quantized(found) if found else None
     return bool(set(ops.unique()) & _INT8_OPS or ops.str.contains("QuantizeLinear").any())
 
 

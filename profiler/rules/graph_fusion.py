@@ -15,6 +15,8 @@ from profiler.rules.common import calibrated_on, inference_runtime, ort_op_types
 from profiler.rules.contract import Rule, Verdict
 
 MIN_INFERENCE_SHARE = 0.25
+MIN_TIMED_SPEEDUP = 1.5  # without a trace: optimizations must be worth this much to be told by time
+UNFUSED_RATIO = 0.6  # ... and inference must take this fraction of the unoptimized time or more (set a priori)
 SMALL_OP_NS = 20_000  # ops shorter than 20 µs are dominated by dispatch overhead
 MIN_OPS = 200
 MIN_SMALL_OP_TIME = 0.30  # small ops hold at least 30 % of the top-level op time
@@ -36,12 +38,11 @@ def check(ctx: AnalysisContext) -> list[Verdict]:
 
 
 def _ort(ctx: AnalysisContext, share: float) -> list[Verdict]:
-    """Judged on the graph an ORT trace shows. Without one there is no telling: timing alone
-    cannot separate a fused from an unfused graph here (fusion is worth ~1.2x on this CPU,
-    and co-running decode threads already stretch inference by ~30%)."""
+    """Judged on the graph an ORT trace shows; without one, on time against the server's own
+    model timed with all optimizations (:func:`_by_time`)."""
     ops = ort_op_types(ctx)
     if ops.empty:
-        return []
+        return _by_time(ctx, share)
     counts = ops.value_counts()
     unfused = int(counts.get("BatchNormalization", 0)) + int(counts.get("Relu", 0))
     if unfused == 0 or counts.get("FusedConv", 0):
@@ -60,6 +61,37 @@ def _ort(ctx: AnalysisContext, share: float) -> list[Verdict]:
     return [Verdict("the ONNX graph runs unfused (BatchNorm/ReLU beside convolutions)", removed, evidence, fix,
                     [EventRef("ort", names=["BatchNormalization", "Relu"], stages=["inference"])],
                     "calibrated" if calibration else "amdahl", [assumption])]
+
+
+def _by_time(ctx: AnalysisContext, share: float) -> list[Verdict]:
+    """No ORT trace: the server's own model (found by prof attach, or --model) timed here with all
+    graph optimizations and with none. Inference taking about the unoptimized time — at least
+    :data:`UNFUSED_RATIO` of the way to it, and 1.3x the optimized time — says the optimizations
+    are off. Only where they are worth ≥ 1.5x: a smaller gap is within what co-running work
+    stretches inference by (~30 % measured here), so timing cannot tell. Never on the sample
+    model's timing: another model's factors say nothing of this graph."""
+    from profiler.analysis.calibration_model import SAMPLE_MODEL
+    from profiler.rules.common import per_request_ms
+
+    calibration = ctx.calibration
+    measured = per_request_ms(ctx, "inference")
+    if calibration is None or calibration.model == SAMPLE_MODEL or not measured or not calibration.covers(1):
+        return []
+    speedup = float(calibration.ort_opt_speedup or 0.0)
+    optimized = calibration.per_image_ms(1)
+    ratio = measured / optimized if optimized else 0.0
+    if speedup < MIN_TIMED_SPEEDUP or ratio < max(1.3, UNFUSED_RATIO * speedup):
+        return []
+    removed = share * (1.0 - 1.0 / min(speedup, ratio))
+    fix = Fix("enable ONNX Runtime's graph optimizations (operator fusion, QDQ folding, constant folding)",
+              FUSE_SNIPPET, {"--ort-opt-level": "all"})
+    evidence = {"inference_share": round(share, 3), "inference_ms_per_request": round(measured, 2),
+                "calibrated_optimized_ms": round(optimized, 2), "calibrated_unoptimized_ms": round(optimized * speedup, 2)}
+    return [Verdict(f"inference takes {measured:.1f} ms a request: this model's unoptimized time "
+                    f"({optimized * speedup:.1f} ms here), not its optimized one ({optimized:.1f} ms)", removed, evidence,
+                    fix, [EventRef("pyspy", stages=["inference"])], "calibrated",
+                    [f"ORT with all graph optimizations {speedup:.2f}x faster ({calibrated_on(ctx, calibration)})",
+                     "no ORT trace: told by time, not by the graph's nodes"])]
 
 
 def _eager_storm(ctx: AnalysisContext, share: float) -> list[Verdict]:

@@ -258,3 +258,33 @@ def test_a_wait_on_the_request_path_is_a_share_of_request_time_and_its_gain_a_la
     finding = to_finding(ctx, "downstream-wait", verdict)
     assert finding.share == pytest.approx(verdict.removed)
     assert finding.estimated_gain.throughput_x == pytest.approx(1 / (1 - 0.8 * 0.5), abs=0.03)
+
+
+ORT_RUN = [*f.HANDLER, ("InferenceSession.run",
+                        "/venv/site-packages/onnxruntime/capi/onnxruntime_inference_collection.py", 220)]
+
+
+@pytest.mark.parametrize("inference_ms, fires", [(28.0, True), (12.0, False)])
+def test_graph_fusion_without_a_trace_is_told_by_the_servers_own_model_timed_here(inference_ms, fires) -> None:
+    """80 requests; inference per request against this model's calibrated optimized (10 ms) and
+    unoptimized (30 ms) times: near the unoptimized one it fires, near the optimized one not —
+    and never on the sample model's calibration."""
+    from profiler.rules import graph_fusion
+
+    def made(model: str) -> AnalysisContext:
+        stacks = StackTable()
+        per_thread = 80 * inference_ms / 2
+        calibration = f.calibration(fp32_ms=10.0, ort_opt_speedup=3.0)
+        calibration.model = model
+        return f.context(f.samples(stacks, [(ORT_RUN, per_thread, 1), (ORT_RUN, per_thread, 2)]),
+                         f.wire([str(i) for i in range(80)], 50.0, concurrency=2), stacks=stacks,
+                         calibrated=calibration)
+
+    verdicts = graph_fusion.check(made("/srv/models/net.onnx"))
+    assert bool(verdicts) == fires
+    if fires:
+        assert verdicts[0].evidence["calibrated_unoptimized_ms"] == pytest.approx(30.0)
+        assert verdicts[0].gain_method == "calibrated"
+    from profiler.analysis.calibration_model import SAMPLE_MODEL
+
+    assert graph_fusion.check(made(SAMPLE_MODEL)) == []

@@ -249,18 +249,26 @@ SCENARIOS: list[Scenario] = [
 
 
 def split(seed: int = 20261207) -> tuple[list[Scenario], list[Scenario]]:
-    """(dev, validation): a fixed-seed shuffle within each kind, alternately dealt out,
-    so each half holds about half of the singles, the clean servers and the pairs."""
+    """(dev, validation): a fixed-seed shuffle stratified by kind, dealt out alternately, so
+    each half holds about half of the singles, the clean servers and the pairs. Within a
+    kind, scenarios that expect the same rules are dealt one after the other, so a rule with
+    two single scenarios has one in each half."""
     rng = random.Random(seed)
     dev: list[Scenario] = []
     validation: list[Scenario] = []
-    turn = 0  # carried across kinds, so an odd kind's extra goes to each half in turn
+    turn = 0  # carried across kinds and rules, so odd groups' extras go to each half in turn
     for kind in ("single", "clean", "pair"):
-        group = sorted((s for s in SCENARIOS if s.kind == kind), key=lambda s: s.name)
-        rng.shuffle(group)
-        for scenario in group:
-            (dev if turn % 2 == 0 else validation).append(scenario)
-            turn += 1
+        by_rules: dict[tuple[str, ...], list[Scenario]] = {}
+        for scenario in sorted((s for s in SCENARIOS if s.kind == kind), key=lambda s: s.name):
+            by_rules.setdefault(scenario.expected, []).append(scenario)
+        keys = sorted(by_rules)
+        rng.shuffle(keys)
+        for key in keys:
+            group = by_rules[key]
+            rng.shuffle(group)
+            for scenario in group:
+                (dev if turn % 2 == 0 else validation).append(scenario)
+                turn += 1
     return dev, validation
 
 

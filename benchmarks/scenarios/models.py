@@ -22,7 +22,7 @@ renamed into place, so concurrent servers starting at once never see half a file
 The cache key covers this file's and preprocessing.py's source and the torch / onnxruntime
 versions.
 
-    .venv/bin/python benchmarks/scenarios/models.py [--build] [--time]
+    .venv/bin/python benchmarks/scenarios/models.py [--build] [--time] [--prune]
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fcntl
+import functools
 import hashlib
 import os
 import sys
@@ -388,6 +389,22 @@ def _build_torchscript(family: str, final: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def prune() -> list[Path]:
+    """Remove artifact directories of other cache keys (older model code or versions)."""
+    import shutil
+
+    root = cache_root()
+    current = {artifact_dir(f).name for f in FAMILIES}
+    removed = []
+    if root.is_dir():
+        for directory in sorted(root.iterdir()):
+            family = directory.name.rsplit("-", 1)[0]
+            if directory.is_dir() and family in FAMILIES and directory.name not in current:
+                shutil.rmtree(directory, ignore_errors=True)
+                removed.append(directory)
+    return removed
+
+
 def build_all(families=FAMILIES) -> dict[str, dict[str, Path]]:
     return {f: {k: artifact_path(f, k) for k in ARTIFACTS} for f in families}
 
@@ -396,62 +413,65 @@ def build_all(families=FAMILIES) -> dict[str, dict[str, Path]]:
 
 
 def _time_all(repeats: int = 30) -> None:
-    import numpy as np
+    """Batch-1 latency and batch-8 cost per image of every family and runtime, 1 thread."""
     import onnxruntime as ort
 
     torch = _torch()
     torch.set_num_threads(1)
+
+    def timed(run, x, count: int) -> float:
+        for _ in range(2):
+            run(x)
+        started = time.perf_counter()
+        for _ in range(count):
+            run(x)
+        return (time.perf_counter() - started) / count
+
+    print("family     variant              batch 1    batch 8 (per image)")
     for family in FAMILIES:
-        x = _example(family, 1)
-        rows = {}
-        module = build_module(family)
-        with torch.no_grad():
-            for _ in range(3):
-                module(x)
-            t = time.perf_counter()
-            for _ in range(repeats):
-                module(x)
-            rows["eager"] = (time.perf_counter() - t) / repeats
-            ts = torch.jit.load(str(artifact_path(family, "torchscript")))
-            for _ in range(3):
-                ts(x)
-            t = time.perf_counter()
-            for _ in range(repeats):
-                ts(x)
-            rows["torchscript"] = (time.perf_counter() - t) / repeats
-        for kind, level in (("fp32", "all"), ("fp32", "none"), ("int8", "all")):
-            options = ort.SessionOptions()
-            options.intra_op_num_threads = 1
-            options.inter_op_num_threads = 1
-            options.graph_optimization_level = (
-                ort.GraphOptimizationLevel.ORT_ENABLE_ALL if level == "all" else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-            )
-            session = ort.InferenceSession(str(artifact_path(family, kind)), options, providers=["CPUExecutionProvider"])
-            feed = {"input": x.numpy()}
-            for _ in range(3):
-                session.run(None, feed)
-            t = time.perf_counter()
-            for _ in range(repeats):
-                session.run(None, feed)
-            rows[f"ort-{kind}-{level}"] = (time.perf_counter() - t) / repeats
-            for batch in (8,):
-                feed8 = {"input": np.repeat(x.numpy(), batch, axis=0)}
-                session.run(None, feed8)
-                t = time.perf_counter()
-                for _ in range(max(3, repeats // batch)):
-                    session.run(None, feed8)
-                per = (time.perf_counter() - t) / max(3, repeats // batch) / batch
-                rows[f"ort-{kind}-{level}-b{batch}/img"] = per
-        print(family, "  ".join(f"{k}={v * 1000:.1f}ms" for k, v in rows.items()), flush=True)
+        x1 = _example(family, 1)
+        x8 = _example(family, 8)
+        runners = {}
+        eager = build_module(family)
+        scripted = torch.jit.load(str(artifact_path(family, "torchscript")))
+        runners["torch eager"] = eager, False
+        runners["torchscript"] = scripted, False
+        for kind in ("int8", "fp32"):
+            for level in ("all", "none"):
+                options = ort.SessionOptions()
+                options.intra_op_num_threads = 1
+                options.inter_op_num_threads = 1
+                options.graph_optimization_level = (
+                    ort.GraphOptimizationLevel.ORT_ENABLE_ALL if level == "all"
+                    else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+                )
+                session = ort.InferenceSession(str(artifact_path(family, kind)), options,
+                                               providers=["CPUExecutionProvider"])
+                name = f"ort {kind}" + ("" if level == "all" else " unfused")
+                runners[name] = functools.partial(_run_session, session), True
+        with torch.inference_mode():
+            for name, (run, numpy_input) in runners.items():
+                a, b = (x1.numpy(), x8.numpy()) if numpy_input else (x1, x8)
+                one = timed(run, a, repeats)
+                eight = timed(run, b, max(3, repeats // 8)) / 8
+                print(f"{family:10s} {name:18s} {one * 1000:7.1f} ms {eight * 1000:7.1f} ms", flush=True)
+
+
+def _run_session(session, x):
+    return session.run(None, {"input": x})
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--build", action="store_true", help="build every artifact")
     parser.add_argument("--time", action="store_true", help="time batch-1 forwards on 1 thread")
+    parser.add_argument("--prune", action="store_true", help="remove artifacts of other cache keys")
     args = parser.parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    if args.build or not args.time:
+    if args.prune:
+        for directory in prune():
+            print(f"removed {directory}")
+    if args.build or not (args.time or args.prune):
         for family, paths in build_all().items():
             for kind, path in paths.items():
                 print(f"{family:10s} {kind:12s} {path} ({path.stat().st_size / 1e6:.1f} MB)")

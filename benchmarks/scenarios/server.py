@@ -656,6 +656,8 @@ def parse_args(argv: list[str] | None = None) -> Config:
     workers = args.workers if args.workers is not None else (2 if args.framework == "gunicorn" else 1)
     if workers > 1 and args.framework not in ("fastapi", "gunicorn"):
         parser.error("--workers > 1 needs --framework fastapi or gunicorn")
+    if "downstream" in args.fault and not args.feature_url:
+        parser.error("--fault downstream needs --feature-url (the label service)")
     if args.gc_freeze and "gc" in args.fault:
         parser.error("--gc-freeze is the fix of --fault gc: give one of them")
     return Config(port=args.port, framework=args.framework, model=args.model, runtime=args.runtime,

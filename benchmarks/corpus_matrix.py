@@ -34,6 +34,10 @@ BAD_SEVERITY = ("high", "critical")
 def diagnose(scenario: Scenario, seconds: float, scratch: Path) -> dict[str, Any]:
     """The report (JSON) of ``prof attach`` on the broken server under its load."""
     out = scratch / "session"
+    if out.exists():
+        import shutil
+
+        shutil.rmtree(out)
     with ScenarioServer(scenario.server, feature_service=scenario.needs_feature_service) as server:
         run_load(server.port, seconds=2.0, warmup=1.0, seed=1, **scenario.load.kwargs())
         attach = subprocess.Popen([sys.executable, "-m", "profiler.cli", "attach", str(server.pid), "--duration",
@@ -76,11 +80,12 @@ def measure(scenario: Scenario, seconds: float, rounds: int) -> list[dict[str, A
     return results
 
 
-def run_one(scenario: Scenario, half: str, seconds: float, rounds: int) -> dict[str, Any]:
+def run_one(scenario: Scenario, half: str, seconds: float, rounds: int, keep: Path | None = None) -> dict[str, Any]:
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="prof-corpus-") as scratch:
+        work = keep / scenario.name if keep else Path(scratch)
         try:
-            diagnosed = diagnose(scenario, seconds, Path(scratch))
+            diagnosed = diagnose(scenario, seconds, work)
             measured = measure(scenario, seconds, rounds)
             error = None
         except Exception as exc:  # one scenario's failure is a row of the table, not the end of the run
@@ -165,7 +170,7 @@ def run_corpus(args) -> int:
         rows = []
         for i, (half, scenario) in enumerate(chosen, 1):
             print(f"== [{i}/{len(chosen)}] {half}: {scenario.name}", file=sys.stderr, flush=True)
-            row = run_one(scenario, half, args.seconds, args.rounds)
+            row = run_one(scenario, half, args.seconds, args.rounds, args.keep)
             scored = score(row)
             print(f"   {'right' if scored['right'] else 'WRONG'}: {[f['rule'] for f in row['findings'][:3]]} "
                   f"gains {[(g['estimated'], round(g['measured'], 2)) for g in scored['gains']]} "

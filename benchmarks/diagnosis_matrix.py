@@ -198,6 +198,7 @@ def main() -> int:
     parser.add_argument("--half", choices=["dev", "validation", "all"], default="all", help="which half of the corpus")
     parser.add_argument("--save", type=Path, help="append each scenario's raw result (JSON lines) here")
     parser.add_argument("--rescore", type=Path, help="score saved results again instead of running")
+    parser.add_argument("--keep", type=Path, help="keep each scenario's session under this folder (prof report on it)")
     args = parser.parse_args()
     if not args.in_sample:
         from benchmarks.corpus_matrix import run_corpus

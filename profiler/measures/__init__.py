@@ -280,6 +280,21 @@ class Measures:
         wait = counters[counters["name"] == "thread_wait_percent"].groupby("tid")["value"].mean()
         return pd.DataFrame({"cpu_percent": cpu, "wait_percent": wait}).fillna(0.0)
 
+    def thread_ticks(self) -> pd.DataFrame:
+        """Per psutil tick and OS thread of the target over the serving window: CPU and run-delay
+        percent (``ts_ns``, ``tid``, ``cpu_percent``, ``wait_percent``)."""
+        start, end = self.serving_window
+        counters = self.of("proc", "counter")
+        counters = counters[(counters["ts_ns"] >= start) & (counters["ts_ns"] < end)
+                            & counters["name"].isin(["thread_cpu_percent", "thread_wait_percent"]).to_numpy(bool)]
+        if counters.empty:
+            return pd.DataFrame(columns=["ts_ns", "tid", "cpu_percent", "wait_percent"])
+        table = counters.pivot_table(index=["ts_ns", "tid"], columns="name", values="value", aggfunc="sum",
+                                     observed=True).reset_index()
+        table.columns = [str(c) for c in table.columns]
+        return table.rename(columns={"thread_cpu_percent": "cpu_percent", "thread_wait_percent": "wait_percent"}) \
+            .reindex(columns=["ts_ns", "tid", "cpu_percent", "wait_percent"]).fillna(0.0)
+
     @cached_property
     def python_threads_busy(self) -> int:
         """Python threads py-spy saw at work (not waiting) during the serving window."""

@@ -105,9 +105,15 @@ def int8_factor(calibration, batch: int) -> float:
 
 
 def runs_int8_by_time(ctx: AnalysisContext, calibration, measured_ms: float) -> bool:
-    """Whether inference runs INT8: the ORT trace's op types say so, or, without a trace, the
-    time per request is well below the calibrated fp32 time (co-running work only stretches an
-    fp32 model; reduced-precision tells fp32 the same way)."""
+    """Whether inference runs INT8 where the calibration timed the sample model in fp32 (so its
+    times need the INT8 factor): the ORT trace's op types say so, or, without a trace, the time
+    per request is well below the calibrated fp32 time (co-running work only stretches an fp32
+    model; reduced-precision tells fp32 the same way). False when the calibration timed the
+    server's own file: its times are already those of the model served."""
+    from profiler.analysis.calibration_model import SAMPLE_MODEL
+
+    if calibration.model != SAMPLE_MODEL:
+        return False  # the calibration timed the served file itself: its times need no precision factor
     quantized = runs_int8(ctx)
     if quantized is not None:
         return quantized

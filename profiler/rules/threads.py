@@ -32,29 +32,37 @@ OVERSUBSCRIBED = 1.5  # CPU wanted (CPU + run delay) per free core
 MIN_WAIT_SHARE = 0.20  # of the CPU wanted, waiting for a core
 WAIT_LOSS = 1.5  # without a calibration: removed = WAIT_LOSS x wait^2 (fitted in-sample, not on the corpus)
 MAX_REMOVED_UNCALIBRATED = 0.5
+BUSY_LABELS = ("receive", "deserialize", "decode", "preprocess", "queue", "h2d", "inference", "d2h", "postprocess",
+               "serialize", "model_load", "other", "send")
 
 
 def check(ctx: AnalysisContext) -> list[Verdict]:
-    threads = ctx.thread_figures()
-    if threads.empty:
+    ticks = ctx.thread_ticks()
+    if ticks.empty:
         return []
     cores = ctx.cores
-    active = threads[threads["cpu_percent"] >= ACTIVE_PERCENT]
-    wanted = float((active["cpu_percent"] + active["wait_percent"]).sum()) / 100.0
-    waiting = float(active["wait_percent"].sum()) / 100.0 / wanted if wanted > 0 else 0.0
+    # per psutil tick: threads at work then, and the CPU they wanted (CPU + run delay); averaged over
+    # the ticks, so a thread per connection that lived a moment counts for the moment it lived
+    at_work = ticks[ticks["cpu_percent"] >= ACTIVE_PERCENT]
+    per_tick = at_work.groupby("ts_ns")
+    n_ticks = max(ticks["ts_ns"].nunique(), 1)
+    active_mean = float(per_tick.size().sum()) / n_ticks
+    wanted = float((at_work["cpu_percent"] + at_work["wait_percent"]).sum()) / 100.0 / n_ticks
+    waiting = float(at_work["wait_percent"].sum()) / 100.0 / n_ticks / wanted if wanted > 0 else 0.0
     others = ctx.other_cores_used or 0.0
     free = max(cores - others, 0.5)
-    python = ctx.python_threads_busy if len(ctx.samples) else None
-    native = max(len(active) - python, 0) if python is not None else None
-    if len(active) <= cores or wanted < OVERSUBSCRIBED * free or waiting < MIN_WAIT_SHARE:
+    python = ctx.overlap(*BUSY_LABELS).mean if len(ctx.samples) else None
+    native = max(active_mean - python, 0.0) if python is not None else None
+    if active_mean <= cores or wanted < OVERSUBSCRIBED * free or waiting < MIN_WAIT_SHARE:
         return []
-    if native is not None and native < 1:
+    if native is not None and native < 1.0:
         return []  # Python threads alone: a saturated server, no pool to pin
-    evidence = {"threads_at_work": int(len(active)), "python_threads_at_work": python, "native_threads_at_work": native,
+    active = at_work.groupby("tid")["cpu_percent"].sum() / n_ticks
+    evidence = {"threads_at_work": round(active_mean, 1), "python_threads_at_work": round(python, 1) if python is not None
+                else None, "native_threads_at_work": round(native, 1) if native is not None else None,
                 "cores": cores, "cores_wanted": round(wanted, 2), "waiting_share": round(waiting, 3),
                 "other_processes_cores": round(others, 2),
-                "busy_thread_cpu_percent": {int(t): round(float(v), 1)
-                                            for t, v in active["cpu_percent"].nlargest(8).items()}}
+                "busy_thread_cpu_percent": {int(t): round(float(v), 1) for t, v in active.nlargest(8).items()}}
     removed, method, assumptions = _pinned_gain(ctx, free, evidence)
     if removed is None:
         removed = min(MAX_REMOVED_UNCALIBRATED, WAIT_LOSS * waiting * waiting)
@@ -67,9 +75,9 @@ def check(ctx: AnalysisContext) -> list[Verdict]:
     fix = Fix(f"pin thread pools to the cores: intra-op threads x concurrent callers <= {cores}",
               "torch.set_num_threads(1); os.environ['OMP_NUM_THREADS'] = '1'   # before importing numpy/torch\n"
               "options.intra_op_num_threads = 1   # onnxruntime.SessionOptions", {"--intra-op-threads": "1"})
-    who = f" ({native} native, {python} Python)" if native is not None else ""
-    title = (f"{len(active)} threads at work{who} want {wanted:.1f} cores of {cores}: runnable but waiting for one "
-             f"{waiting:.0%} of the time")
+    who = f" ({native:.1f} native, {python:.1f} Python)" if native is not None else ""
+    title = (f"{active_mean:.1f} threads at work at once{who} want {wanted:.1f} cores of {cores}: runnable but waiting "
+             f"for one {waiting:.0%} of the time")
     return [Verdict(title, removed, evidence, fix, [EventRef("proc", names=["thread_cpu_percent",
                                                                            "thread_wait_percent"])],
                     method, assumptions)]

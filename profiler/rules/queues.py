@@ -26,7 +26,11 @@ MIN_BUSY = 0.60  # the stage is carried by a thread at least this much of the wi
 MAX_PARALLEL = 0.10  # ... and by two threads at most this fraction of that
 MIN_IN_FLIGHT = 2.0
 ONE_THREAD = 0.9  # one thread carries this much of the stage: a one-worker executor or a loop
-STAGES = ("inference", "preprocess", "decode", "postprocess", "deserialize", "serialize")
+# The model is the resource servers put behind a lock or a one-thread executor. Other stages run
+# one at a time on an event loop by design (async servers decode JSON on the loop): their cost is
+# their own rules' (serialization-overhead, decode-bound, ...), not a queue's. Fitted on the
+# development half: a JSON-on-the-loop FastAPI server read as a deserialize queue.
+STAGES = ("inference",)
 
 SNIPPET_LOCK = """# ONNX Runtime sessions are thread-safe: no lock around run()
 outputs = session.run(None, {"input": batch})
@@ -46,7 +50,7 @@ def check(ctx: AnalysisContext) -> list[Verdict]:
               if o.at_least_one >= MIN_BUSY and o.at_least_two <= MAX_PARALLEL * o.at_least_one]
     if not serial:
         return []
-    stage, busy = max(serial, key=lambda item: item[1].at_least_one)
+    stage, busy = max(serial, key=lambda item: item[1].at_least_one)  # (one stage today: the model)
     samples = ctx.samples
     mine = samples[samples["attributed"] == stage]
     per_thread = mine.groupby("tid")["dur_ns"].sum()

@@ -280,6 +280,24 @@ class Measures:
         wait = counters[counters["name"] == "thread_wait_percent"].groupby("tid")["value"].mean()
         return pd.DataFrame({"cpu_percent": cpu, "wait_percent": wait}).fillna(0.0)
 
+    @cached_property
+    def cpu_per_wall(self) -> float:
+        """The CPU a busy thread got per second of wall time over the serving window: cores used
+        over Python threads at work at once (1 when they fit the cores). Time per request from
+        py-spy samples is wall time — a thread sharing a core with three others takes four times
+        as long — so a comparison with a calibrated (CPU) time scales by this first."""
+        busy = self.overlap(*[label for label in self.samples["attributed"].unique()
+                              if label not in stage_figures.WAIT_LABELS]).mean if len(self.samples) else 0.0
+        if not self.cores_used or busy <= 0:
+            return 1.0
+        return min(1.0, self.cores_used / busy)
+
+    @cached_property
+    def python_os_tids(self) -> frozenset[int]:
+        """OS thread ids of the Python threads (the GIL snapshots name them); every other thread of
+        the process is native (a runtime's pool, OpenMP, MKL)."""
+        return frozenset(int(t) for t in self.gil_snapshots["tid"].unique() if int(t) >= 0)
+
     def thread_ticks(self) -> pd.DataFrame:
         """Per psutil tick and OS thread of the target over the serving window: CPU and run-delay
         percent (``ts_ns``, ``tid``, ``cpu_percent``, ``wait_percent``)."""

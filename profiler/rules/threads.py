@@ -32,8 +32,10 @@ OVERSUBSCRIBED = 1.5  # CPU wanted (CPU + run delay) per free core
 MIN_WAIT_SHARE = 0.20  # of the CPU wanted, waiting for a core
 WAIT_LOSS = 1.5  # without a calibration: removed = WAIT_LOSS x wait^2 (fitted in-sample, not on the corpus)
 MAX_REMOVED_UNCALIBRATED = 0.5
-BUSY_LABELS = ("receive", "deserialize", "decode", "preprocess", "queue", "h2d", "inference", "d2h", "postprocess",
-               "serialize", "model_load", "other", "send")
+# Native threads must want at least half a core between them: a pool that burns real CPU (fitted on
+# the development half: a FastAPI and a gunicorn server with no pool read as oversubscribed when
+# native threads were counted as "threads at work less Python threads busy").
+MIN_NATIVE_CORES = 0.5
 
 
 def check(ctx: AnalysisContext) -> list[Verdict]:
@@ -51,11 +53,16 @@ def check(ctx: AnalysisContext) -> list[Verdict]:
     waiting = float(at_work["wait_percent"].sum()) / 100.0 / n_ticks / wanted if wanted > 0 else 0.0
     others = ctx.other_cores_used or 0.0
     free = max(cores - others, 0.5)
-    python = ctx.overlap(*BUSY_LABELS).mean if len(ctx.samples) else None
-    native = max(active_mean - python, 0.0) if python is not None else None
+    known = ctx.python_os_tids
+    python = native = native_wanted = None
+    if known:  # the GIL snapshots name the Python threads' OS ids: the rest are native pools
+        is_native = ~at_work["tid"].isin(list(known)).to_numpy(bool)
+        native = float(is_native.sum()) / n_ticks
+        python = active_mean - native
+        native_wanted = float((at_work["cpu_percent"] + at_work["wait_percent"])[is_native].sum()) / 100.0 / n_ticks
     if active_mean <= cores or wanted < OVERSUBSCRIBED * free or waiting < MIN_WAIT_SHARE:
         return []
-    if native is not None and native < 1.0:
+    if native is not None and (native < 1.0 or native_wanted < MIN_NATIVE_CORES):
         return []  # Python threads alone: a saturated server, no pool to pin
     active = at_work.groupby("tid")["cpu_percent"].sum() / n_ticks
     evidence = {"threads_at_work": round(active_mean, 1), "python_threads_at_work": round(python, 1) if python is not None

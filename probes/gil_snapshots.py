@@ -12,12 +12,14 @@ and how many threads queue behind it.
 ~13 ms of CPU (measured on the 2-core development machine: 2 Hz added 1.3 % of the machine, with no
 measurable change in throughput; benchmarks/results/overhead.md).
 
-Every ``native_every``-th dump (default 2: one a second at 2 Hz) is taken with ``--native``
-instead, which pauses the target while py-spy unwinds its C stacks (~30 ms of py-spy's wall time
-per dump on the development machine, most of it outside the pause). Only one thing is kept of the
-native frames: whether the thread was inside the cyclic garbage collector (``gc_collect_main``
-and its kin), as a ``<gc>`` frame innermost on the Python stack — the evidence of ``gc-pauses``,
-which Python frames cannot show. Where native unwinding fails, the snapshots go on without it.
+Every ``native_every``-th dump (``prof attach/run --gc-snapshots N``; off by default) is taken
+with ``--native`` instead, which pauses the target while py-spy unwinds its C stacks — and each
+such py-spy process reads the symbols of every native library loaded (torch, ONNX Runtime): on the
+development machine, one native dump a second cost ~10 % of the 2-core machine and a fifth of the
+sample server's throughput (benchmarks/results/overhead.md), which is why it is opt-in. Only one
+thing is kept of the native frames: whether the thread was inside the cyclic garbage collector
+(``gc_collect_main`` and its kin), as a ``<gc>`` frame innermost on the Python stack — the evidence
+of ``gc-pauses``, which Python frames cannot show. Where native unwinding fails, the snapshots go on without it.
 Each snapshot is one JSON line in ``pyspy-{pid}-snapshots.jsonl`` ({"ts_ns": …, "threads":
 […]}), written and flushed as it is taken, so an interrupted run keeps every snapshot so far.
 
@@ -41,7 +43,7 @@ from profiler.timeline import StackTable, empty_events, make_events
 SNAPSHOT_FILE = "pyspy-{pid}-snapshots.jsonl"
 SOURCE = "pyspy"
 STATES = ("holds-gil", "active", "inactive")
-NATIVE_EVERY = 2  # every second dump with native frames (it pauses the target; see the module doc)
+NATIVE_EVERY = 0  # native dumps are opt-in (--gc-snapshots N): see the module doc for their cost
 _MAX_FAILURES = 3  # in a row: the target has exited, or py-spy cannot read it any more
 
 

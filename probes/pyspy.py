@@ -56,6 +56,7 @@ class PySpyOptions:
     subprocesses: bool = False
     nonblocking: bool = True
     snapshot_hz: float = 2.0  # GIL snapshots (``py-spy dump``) per second beside the recording; 0: none
+    gc_every: int = 0  # every Nth snapshot with native frames (the garbage collector); 0: none
 
     def flags(self) -> list[str]:
         flags = ["--rate", str(self.rate), "--idle"]
@@ -153,7 +154,7 @@ class PySpyRecorder:
             raise PySpyError(explain_failure(self.pid, output))
         if self.options.snapshot_hz > 0:
             self.snapshots = GilSnapshotter(command[0], self.pid, self.out_dir, 1.0 / self.options.snapshot_hz,
-                                            self.options.subprocesses)
+                                            self.options.subprocesses, native_every=self.options.gc_every)
             self.snapshots.start()
 
     def _save_dump(self, label: str) -> None:

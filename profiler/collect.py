@@ -36,8 +36,11 @@ def pyspy_options(args: Any, subprocesses: bool) -> pyspy.PySpyOptions:
         raise ValueError(f"--pyspy-rate {rate}: choose 1..10000 samples per second")
     if not 0 <= args.gil_snapshots <= 20:
         raise ValueError(f"--gil-snapshots {args.gil_snapshots:g}: choose 0..20 per second")
+    gc_every = int(getattr(args, "gc_snapshots", 0) or 0)
+    if gc_every < 0:
+        raise ValueError(f"--gc-snapshots {gc_every}: choose 0 (off) or every Nth snapshot, N >= 1")
     return pyspy.PySpyOptions(rate=rate, gil=args.gil, native=args.native, subprocesses=subprocesses,
-                              nonblocking=not args.blocking, snapshot_hz=args.gil_snapshots)
+                              nonblocking=not args.blocking, snapshot_hz=args.gil_snapshots, gc_every=gc_every)
 
 
 def finish_collection(session: Session, outcome: str) -> None:

@@ -78,8 +78,10 @@ def report_of(tmp_path_factory):
             out = tmp_path_factory.mktemp(mode) / "session"
             attach = subprocess.Popen([*PROF, "attach", str(server.pid), "--duration", "7", "--out", str(out),
                                        "--pyspy-rate", "50", "--quiet",
-                                       # gc: twice the snapshots, so a 5 s window holds ~10 native ones
-                                       *(["--gil-snapshots", "4"] if server_mode == "gc" else [])],
+                                       # gc: native snapshots on (opt-in), every second of 4 a second:
+                                       # a 5 s window holds ~10 of them
+                                       *(["--gil-snapshots", "4", "--gc-snapshots", "2"] if server_mode == "gc"
+                                         else [])],
                                       stdout=subprocess.PIPE,
                                       stderr=subprocess.PIPE, text=True)
             time.sleep(1.5)

@@ -224,7 +224,7 @@ SCENARIOS: list[Scenario] = [
     single("reload-aiohttp-mobilenet", "reload", _srv(AIOHTTP, "mobilenet"), Load(4)),
     single("stalls-httpserver-mlp-torch", "stalls", _srv(HTTP, "mlp", "torch"), Load(8)),
     single("no-batching-fastapi-mlp-torch", "no-batching", _srv(FASTAPI, "mlp", "torch"), Load(16, image_size=(224, 224))),
-    single("stalls-fastapi2-resnet", "stalls", _srv(FASTAPI, "resnet", "ort", "--workers", "2"), Load(8)),
+    single("stalls-flask-resnet", "stalls", _srv(FLASK, "resnet"), Load(8)),
     single("gil-postprocess-flask-vit", "gil-postprocess", _srv(FLASK, "vit"), Load(8)),
     single("repeats-fastapi-resnet", "repeats", _srv(FASTAPI, "resnet"), Load(8)),
     # ---- clean: nothing injected

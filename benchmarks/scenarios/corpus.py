@@ -300,24 +300,19 @@ def _healthy(port: int) -> bool:
 
 
 def _kill_group(process: subprocess.Popen, grace_s: float = 5.0) -> None:
-    if process.poll() is None:
+    """SIGTERM the process group, then SIGKILL it: workers/children may outlive a leader that
+    already exited, so the group goes either way."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        if sig == signal.SIGTERM and process.poll() is not None:
+            continue
         try:
-            os.killpg(process.pid, signal.SIGTERM)
+            os.killpg(process.pid, sig)
         except ProcessLookupError:
             pass
         try:
             process.wait(timeout=grace_s)
         except subprocess.TimeoutExpired:
             pass
-    # workers/children may outlive a leader that already exited: the group goes either way
-    try:
-        os.killpg(process.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    try:
-        process.wait(timeout=grace_s)
-    except subprocess.TimeoutExpired:
-        pass
 
 
 class ScenarioServer:

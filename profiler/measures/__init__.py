@@ -270,16 +270,6 @@ class Measures:
             return None
         return max(float(np.nanmean(host["value"].to_numpy())) / 100.0 - self.cores_used, 0.0)
 
-    def thread_figures(self) -> pd.DataFrame:
-        """Per OS thread of the target over the serving window: mean CPU and run-delay percent
-        (runnable, waiting for a core: ``/proc/PID/task/TID/schedstat``), Python or native alike."""
-        start, end = self.serving_window
-        counters = self.of("proc", "counter")
-        counters = counters[(counters["ts_ns"] >= start) & (counters["ts_ns"] < end)]
-        cpu = counters[counters["name"] == "thread_cpu_percent"].groupby("tid")["value"].mean()
-        wait = counters[counters["name"] == "thread_wait_percent"].groupby("tid")["value"].mean()
-        return pd.DataFrame({"cpu_percent": cpu, "wait_percent": wait}).fillna(0.0)
-
     @cached_property
     def cpu_per_wall(self) -> float:
         """The CPU a busy thread got per second of wall time over the serving window: cores used
@@ -312,13 +302,6 @@ class Measures:
         table.columns = [str(c) for c in table.columns]
         return table.rename(columns={"thread_cpu_percent": "cpu_percent", "thread_wait_percent": "wait_percent"}) \
             .reindex(columns=["ts_ns", "tid", "cpu_percent", "wait_percent"]).fillna(0.0)
-
-    @cached_property
-    def python_threads_busy(self) -> int:
-        """Python threads py-spy saw at work (not waiting) during the serving window."""
-        start, end = self.serving_window
-        busy = self.busy_samples
-        return int(busy.loc[(busy["ts_ns"] < end) & (busy["ts_ns"] + busy["dur_ns"] > start), "tid"].nunique())
 
     @cached_property
     def gil(self) -> GilFigures | None:

@@ -20,7 +20,6 @@ preprocess-bound) before this one (:data:`CAUSE_RULES`; the verdict ``ranks_afte
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 
 from profiler.analysis.attribution import IDLE, SEND
@@ -44,7 +43,7 @@ def check(ctx: AnalysisContext) -> list[Verdict]:
     samples = ctx.samples
     if samples.empty:
         return []
-    start, end = _loaded_window(ctx, samples)
+    start, end = ctx.serving_window
     cores = int((ctx.meta.get("host") or {}).get("cores") or 1)
     if cores < 2:
         return []
@@ -52,9 +51,7 @@ def check(ctx: AnalysisContext) -> list[Verdict]:
     window = float(end - start)
     busy = samples[samples["attributed"] != IDLE]
     busy_threads = float(busy["dur_ns"].sum()) / window if window > 0 else 0.0
-    cpu = ctx.of("proc", "counter")
-    cpu = cpu[(cpu["name"] == "cpu_percent") & (cpu["ts_ns"] >= start) & (cpu["ts_ns"] < end)]
-    cores_used = float(np.nanmean(cpu.groupby("ts_ns")["value"].sum().to_numpy())) / 100.0 if len(cpu) else None
+    cores_used = ctx.cores_used
     snapshots = _snapshot_figures(ctx.gil_snapshots, start, end)
     if snapshots is not None:
         if snapshots["gil_held_share"] < MIN_HELD or snapshots["gil_waiting_threads_mean"] < MIN_WAITING:
@@ -108,14 +105,6 @@ def _snapshot_figures(snapshots: pd.DataFrame, start: int, end: int) -> dict | N
             "gil_waiting_threads_mean": round(len(waiting) / taken, 2),
             "gil_holders": {str(k): round(float(v), 3) for k, v in holders.head(4).items()},
             "gil_mostly_held_by": top, "gil_cause_rule": cause_rule}
-
-
-def _loaded_window(ctx: AnalysisContext, samples: pd.DataFrame) -> tuple[int, int]:
-    """While requests were being served (an attach window often starts and ends idle)."""
-    requests = ctx.wire_requests
-    if len(requests):
-        return int(requests["start_ns"].min()), int(requests["end_ns"].max())
-    return int(samples["ts_ns"].min()), int((samples["ts_ns"] + samples["dur_ns"]).max())
 
 
 RULE = Rule("gil-contention", check)

@@ -64,7 +64,7 @@ def check(ctx: AnalysisContext) -> list[Verdict]:
     if ctx.cores_used:
         bounds["cpu"] = ctx.cores / ctx.cores_used
         assumptions.append(f"until the CPU runs out: {ctx.cores_used:.2f} of {ctx.cores} cores in use today")
-    held = _gil_held(ctx)
+    held = ctx.gil.held_share if ctx.gil is not None else None
     if held:
         bounds["gil"] = 1.0 / held
         assumptions.append(f"until the GIL runs out: held in {percent(held)} of snapshots today")
@@ -92,17 +92,6 @@ def check(ctx: AnalysisContext) -> list[Verdict]:
                     [EventRef("pyspy", stages=[stage], start_ns=ctx.serving_window[0],
                               end_ns=ctx.serving_window[1])],
                     "queue model", assumptions)]
-
-
-def _gil_held(ctx: AnalysisContext) -> float | None:
-    snapshots = ctx.gil_snapshots
-    start, end = ctx.serving_window
-    snapshots = snapshots[(snapshots["ts_ns"] >= start) & (snapshots["ts_ns"] < end)]
-    taken = snapshots["ts_ns"].nunique()
-    if taken < 5:
-        return None
-    held = snapshots.loc[snapshots["name"] == "holds-gil", "ts_ns"].nunique() / taken
-    return held if held > 0 else None
 
 
 RULE = Rule("implicit-queue", check)

@@ -81,7 +81,7 @@ def _verdicts(ctx: AnalysisContext, frames: re.Pattern, what: str, fix: Fix, cut
         return []
     evidence = {"request_time_share": round(latency_share, 3), "waiting_part": round(1 - busy_ns / total_ns, 3),
                 "threads_there_mean": round(total_ns / window, 2), "in_flight_mean": round(requests.in_flight_mean, 2),
-                "cores_used": round(ctx.cores_used, 2) if ctx.cores_used else None, "where": _where(ctx, mine)}
+                "cores_used": round(ctx.cores_used, 2) if ctx.cores_used else None, "where": ctx.frame_labels.where(mine, 3, with_caller=True)}
     title = f"{percent(latency_share)} of request time is spent {what}"
     assumptions = [f"{cut_words} {CUT:.0%} of that time off each request (assumed)"]
     if short_of_cpu or gil_share is not None or bound >= latency_share:  # work, not waiting: judged as work
@@ -121,10 +121,6 @@ def _gil_share(ctx: AnalysisContext, frames: re.Pattern) -> float | None:
     holding = snapshots[snapshots["name"] == "holds-gil"]
     there = holding[under(holding, ctx.stacks, frames)]
     return there["ts_ns"].nunique() / max(snapshots["ts_ns"].nunique(), 1)
-
-
-def _where(ctx: AnalysisContext, samples) -> list[str]:
-    return ctx.frame_labels.where(samples, 3, with_caller=True)
 
 
 DOWNSTREAM_WAIT = Rule("downstream-wait", downstream_wait)

@@ -31,7 +31,7 @@ from profiler.rules.contract import Rule, Verdict
 MIN_BUSY_THREADS = 1.5
 MAX_CORES_USED = 1.3
 MIN_SNAPSHOTS = 5
-MIN_HELD = 0.5
+MIN_HELD = AnalysisContext.GIL_BOUND  # the one definition of "the GIL is the bottleneck"
 MIN_WAITING = 0.5
 MIN_CAUSE = 0.5
 NOT_WAITING_FOR_GIL = (IDLE, "receive", SEND)  # asleep there: waiting for work or for the socket

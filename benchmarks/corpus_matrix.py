@@ -25,7 +25,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from benchmarks.scenarios.corpus import SCENARIOS, Scenario, ScenarioServer, split  # noqa: E402
-from benchmarks.scenarios.load import run_load  # noqa: E402
+from benchmarks.scenarios.load import base_images, run_load  # noqa: E402
 
 TOLERANCE = 0.30
 BAD_SEVERITY = ("high", "critical")
@@ -40,6 +40,9 @@ def diagnose(scenario: Scenario, seconds: float, scratch: Path) -> dict[str, Any
         shutil.rmtree(out)
     with ScenarioServer(scenario.server, feature_service=scenario.needs_feature_service) as server:
         run_load(server.port, seconds=2.0, warmup=1.0, seed=1, **scenario.load.kwargs())
+        # the attach window's bodies are generated before it opens (12-megapixel JPEGs take a
+        # second each: generated inside the window, the server sat idle through all of it)
+        base_images(*scenario.load.image_size, seed=2)
         attach = subprocess.Popen([sys.executable, "-m", "profiler.cli", "attach", str(server.pid), "--duration",
                                    str(seconds), "--out", str(out), "--quiet"], cwd=ROOT, stdout=subprocess.DEVNULL,
                                   stderr=subprocess.PIPE, text=True)
@@ -52,6 +55,8 @@ def diagnose(scenario: Scenario, seconds: float, scratch: Path) -> dict[str, Any
         worker.join()
         if attach.returncode != 0:
             raise RuntimeError(f"prof attach failed: {stderr.strip()[-2000:]}")
+        if not load.get("count"):
+            raise RuntimeError("no request was answered while prof attach ran: the diagnosis would be of an idle server")
     report = subprocess.run([sys.executable, "-m", "profiler.cli", "report", str(out), "--json"], cwd=ROOT,
                             capture_output=True, text=True, timeout=900)
     if report.returncode != 0:

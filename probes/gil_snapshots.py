@@ -12,14 +12,9 @@ and how many threads queue behind it.
 ~13 ms of CPU (measured on the 2-core development machine: 2 Hz added 1.3 % of the machine, with no
 measurable change in throughput; benchmarks/results/overhead.md).
 
-Every ``native_every``-th dump (``prof attach/run --gc-snapshots N``; off by default) is taken
-with ``--native`` instead, which pauses the target while py-spy unwinds its C stacks — and each
-such py-spy process reads the symbols of every native library loaded (torch, ONNX Runtime): on the
-development machine, one native dump a second cost ~10 % of the 2-core machine and a fifth of the
-sample server's throughput (benchmarks/results/overhead.md), which is why it is opt-in. Only one
-thing is kept of the native frames: whether the thread was inside the cyclic garbage collector
-(``gc_collect_main`` and its kin), as a ``<gc>`` frame innermost on the Python stack — the evidence
-of ``gc-pauses``, which Python frames cannot show. Where native unwinding fails, the snapshots go on without it.
+The garbage collector, which Python frames cannot show, is :mod:`probes.gc_watch`'s business
+(native dumps here, one py-spy process each, re-read every native library's symbols each time:
+a fifth of the sample server's throughput at one a second).
 Each snapshot is one JSON line in ``pyspy-{pid}-snapshots.jsonl`` ({"ts_ns": …, "threads":
 […]}), written and flushed as it is taken, so an interrupted run keeps every snapshot so far.
 
@@ -43,7 +38,6 @@ from profiler.timeline import StackTable, empty_events, make_events
 SNAPSHOT_FILE = "pyspy-{pid}-snapshots.jsonl"
 SOURCE = "pyspy"
 STATES = ("holds-gil", "active", "inactive")
-NATIVE_EVERY = 0  # native dumps are opt-in (--gc-snapshots N): see the module doc for their cost
 _MAX_FAILURES = 3  # in a row: the target has exited, or py-spy cannot read it any more
 
 
@@ -51,12 +45,9 @@ class GilSnapshotter:
     """A thread that dumps ``pid`` every ``interval_s`` into ``out_dir`` until stopped."""
 
     def __init__(self, binary: str, pid: int, out_dir: Path, interval_s: float = 0.5,
-                 subprocesses: bool = False, native_every: int = NATIVE_EVERY) -> None:
+                 subprocesses: bool = False) -> None:
         self.command = [binary, "dump", "--pid", str(pid), "--json", "--nonblocking",
                         *(["--subprocesses"] if subprocesses else [])]
-        self.native_command = [binary, "dump", "--pid", str(pid), "--json", "--native",
-                               *(["--subprocesses"] if subprocesses else [])]
-        self.native_every = native_every
         self.path = Path(out_dir) / SNAPSHOT_FILE.format(pid=pid)
         self.interval_s = interval_s
         self.taken = 0
@@ -78,11 +69,7 @@ class GilSnapshotter:
         with open(self.path, "a", encoding="utf-8") as out:
             while not self._stop.is_set() and failures < _MAX_FAILURES:
                 began = time.monotonic()
-                native = bool(self.native_every) and self.taken % self.native_every == self.native_every - 1
-                snapshot = self._take(native)
-                if snapshot is None and native:
-                    self.native_every = 0  # no native unwinding here: go on without it
-                    snapshot = self._take(False)
+                snapshot = self._take()
                 if snapshot is None:
                     failures += 1
                     self.failed += 1
@@ -93,11 +80,10 @@ class GilSnapshotter:
                     self.taken += 1
                 self._stop.wait(max(0.0, self.interval_s - (time.monotonic() - began)))
 
-    def _take(self, native: bool = False) -> dict | None:
+    def _take(self) -> dict | None:
         before = time.time_ns()
         try:
-            result = subprocess.run(self.native_command if native else self.command, capture_output=True, text=True,
-                                    timeout=5.0)
+            result = subprocess.run(self.command, capture_output=True, text=True, timeout=5.0)
         except (OSError, subprocess.TimeoutExpired):
             return None
         after = time.time_ns()
@@ -110,31 +96,15 @@ class GilSnapshotter:
         if not isinstance(threads, list):
             return None
         kept = [{"os_tid": t.get("os_thread_id"), "name": t.get("thread_name"), "gil": bool(t.get("owns_gil")),
-                 "active": bool(t.get("active")), "frames": _python_frames(t.get("frames") or [], native)}
+                 "active": bool(t.get("active")), "frames": [[f.get("name", "?"), f.get("filename", "?"), int(f.get("line") or 0)] for f in t.get("frames") or []]}
                 for t in threads if isinstance(t, dict)]
-        return {"ts_ns": (before + after) // 2, "threads": kept, **({"native": True} if native else {})}
-
-
-GC_FRAME = ["<gc>", "<native>", 0]
-_GC_FUNCTIONS = ("gc_collect_main", "gc_collect_region", "gc_collect_generations", "gc_collect_with_callback",
-                 "collect_with_callback", "_PyGC_Collect", "gc_collect_impl")
-
-
-def _python_frames(frames: list, native: bool) -> list[list]:
-    """py-spy's frames (innermost first) as [name, file, line]; of a native dump only the Python
-    frames, with a ``<gc>`` frame first when the thread is inside the garbage collector."""
-    if not native:
-        return [[f.get("name", "?"), f.get("filename", "?"), int(f.get("line") or 0)] for f in frames]
-    python = [[f.get("name", "?"), f.get("filename", "?"), int(f.get("line") or 0)] for f in frames
-              if str(f.get("filename", "")).endswith(".py") or str(f.get("filename", "")).startswith("<")]
-    in_gc = any(str(f.get("name", "")).startswith(_GC_FUNCTIONS) for f in frames)
-    return [GC_FRAME, *python] if in_gc else python
+        return {"ts_ns": (before + after) // 2, "threads": kept}
 
 
 def ingest_snapshots(path: Path, pid: int, stacks: StackTable) -> pd.DataFrame:
     """The snapshots of one file as ``instant`` events (see module doc). A torn last line
     (the run was killed mid-write) is skipped; every complete one is kept."""
-    ts, tids, names, leaves, args = [], [], [], [], []
+    ts, tids, names, leaves = [], [], [], []
     with open(path, encoding="utf-8") as lines:
         for line in lines:
             try:
@@ -142,9 +112,7 @@ def ingest_snapshots(path: Path, pid: int, stacks: StackTable) -> pd.DataFrame:
                 when, threads = int(snapshot["ts_ns"]), snapshot["threads"]
             except (ValueError, KeyError, TypeError):
                 continue
-            native = '{"native":true}' if snapshot.get("native") else None
             for thread in threads:
-                args.append(native)
                 frames = [(str(n), str(f), int(line_no)) for n, f, line_no in reversed(thread.get("frames") or [])]
                 ts.append(when)
                 tids.append(int(thread["os_tid"]) if thread.get("os_tid") is not None else -1)
@@ -152,5 +120,4 @@ def ingest_snapshots(path: Path, pid: int, stacks: StackTable) -> pd.DataFrame:
                 leaves.append(stacks.intern(frames) if frames else -1)
     if not ts:
         return empty_events()
-    return make_events(ts_ns=ts, source=SOURCE, kind="instant", name=names, pid=pid, tid=tids, stack_id=leaves,
-                       args=args)
+    return make_events(ts_ns=ts, source=SOURCE, kind="instant", name=names, pid=pid, tid=tids, stack_id=leaves)

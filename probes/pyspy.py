@@ -9,7 +9,8 @@ during which the thread's stack did not change. We anchor that clock at launch (
 
 py-spy's ``tid`` is the pthread identifier, not the OS thread id; ``py-spy dump --json``
 snapshots (taken at start and stop) map one to the other. Meanwhile :mod:`probes.gil_snapshots`
-dumps the target a few times a second to see who holds the GIL and who waits for it.
+dumps the target a few times a second to see who holds the GIL and who waits for it, and
+:mod:`probes.gc_watch` samples its native stacks slowly to see the garbage collector.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from probes.protocol import ProbeUnavailable, Target
+from probes.gc_watch import GcWatch, ingest_watch
 from probes.gil_snapshots import SNAPSHOT_FILE, GilSnapshotter, ingest_snapshots
 from profiler.clock import ClockAnchor
 from profiler.timeline import StackTable, make_events, merge_events
@@ -56,7 +58,7 @@ class PySpyOptions:
     subprocesses: bool = False
     nonblocking: bool = True
     snapshot_hz: float = 2.0  # GIL snapshots (``py-spy dump``) per second beside the recording; 0: none
-    gc_every: int = 0  # every Nth snapshot with native frames (the garbage collector); 0: none
+    gc_watch_hz: int = 0  # native samples per second of the garbage-collector watch (probes.gc_watch); 0: none
 
     def flags(self) -> list[str]:
         flags = ["--rate", str(self.rate), "--idle"]
@@ -125,6 +127,7 @@ class PySpyRecorder:
     process: subprocess.Popen | None = None
     anchor: ClockAnchor | None = None
     snapshots: GilSnapshotter | None = None
+    gc_watch: GcWatch | None = None
 
     @property
     def trace_path(self) -> Path:
@@ -154,8 +157,12 @@ class PySpyRecorder:
             raise PySpyError(explain_failure(self.pid, output))
         if self.options.snapshot_hz > 0:
             self.snapshots = GilSnapshotter(command[0], self.pid, self.out_dir, 1.0 / self.options.snapshot_hz,
-                                            self.options.subprocesses, native_every=self.options.gc_every)
+                                            self.options.subprocesses)
             self.snapshots.start()
+        if self.options.gc_watch_hz > 0:
+            self.gc_watch = GcWatch(command[0], self.pid, self.out_dir, self.options.gc_watch_hz,
+                                    self.options.subprocesses)
+            self.gc_watch.start()
 
     def _save_dump(self, label: str) -> None:
         threads = dump_threads(self.pid)
@@ -165,6 +172,8 @@ class PySpyRecorder:
         """Ask py-spy to finish (SIGINT makes it write its output); return the trace if any."""
         if self.snapshots is not None:
             self.snapshots.stop()
+        if self.gc_watch is not None:
+            self.gc_watch.stop()
         if self.process is None:
             return None
         try:
@@ -289,9 +298,12 @@ def ingest_recording(out_dir: Path, pid: int, stacks: StackTable) -> pd.DataFram
     samples = ingest_pyspy_chrometrace(out_dir / TRACE_FILE.format(pid=pid), anchor.realtime_ns,
                                        int(meta["options"]["rate"]), stacks, thread_map(out_dir, pid))
     snapshots = out_dir / SNAPSHOT_FILE.format(pid=pid)
-    if not snapshots.is_file():
-        return samples
-    return merge_events([samples, ingest_snapshots(snapshots, pid, stacks)])
+    threads = thread_map(out_dir, pid)
+    parts = [samples, ingest_watch(out_dir, pid, stacks, lambda path, anchor_ns, rate, native: ingest_pyspy_chrometrace(
+        path, anchor_ns, rate, native, threads))]
+    if snapshots.is_file():
+        parts.append(ingest_snapshots(snapshots, pid, stacks))
+    return merge_events(parts)
 
 
 _SPEEDSCOPE_UNITS = {"nanoseconds": 1, "microseconds": 1_000, "milliseconds": 1_000_000, "seconds": 1_000_000_000,

@@ -30,17 +30,17 @@ class CollectError(RuntimeError):
 
 def pyspy_options(args: Any, subprocesses: bool) -> pyspy.PySpyOptions:
     """py-spy's options from the collection options of ``prof run``/``prof attach``
-    (``pyspy_rate``, ``gil``, ``native``, ``blocking``, ``gil_snapshots``); ValueError on a bad one."""
+    (``pyspy_rate``, ``gil``, ``native``, ``blocking``, ``gil_snapshots``, ``gc_watch``); ValueError on a bad one."""
     rate = args.pyspy_rate or DEFAULT_PYSPY_RATE
     if rate <= 0 or rate > 10_000:
         raise ValueError(f"--pyspy-rate {rate}: choose 1..10000 samples per second")
     if not 0 <= args.gil_snapshots <= 20:
         raise ValueError(f"--gil-snapshots {args.gil_snapshots:g}: choose 0..20 per second")
-    gc_every = int(getattr(args, "gc_snapshots", 0) or 0)
-    if gc_every < 0:
-        raise ValueError(f"--gc-snapshots {gc_every}: choose 0 (off) or every Nth snapshot, N >= 1")
+    gc_hz = int(getattr(args, "gc_watch", 0) or 0)
+    if not 0 <= gc_hz <= 50:
+        raise ValueError(f"--gc-watch {gc_hz}: choose 0 (off) .. 50 native samples per second")
     return pyspy.PySpyOptions(rate=rate, gil=args.gil, native=args.native, subprocesses=subprocesses,
-                              nonblocking=not args.blocking, snapshot_hz=args.gil_snapshots, gc_every=gc_every)
+                              nonblocking=not args.blocking, snapshot_hz=args.gil_snapshots, gc_watch_hz=gc_hz)
 
 
 def finish_collection(session: Session, outcome: str) -> None:

@@ -152,3 +152,52 @@ def test_non_python_process_is_one_clear_error(tmp_path: Path) -> None:
     finally:
         process.kill()
         process.wait()
+
+
+COLLECTOR = textwrap.dedent("""
+    import gc, sys, time
+    keep = [[{"n": [i]} for i in range(100)] for _ in range(3000)]  # a large long-lived heap
+    if sys.argv[1] == "freeze":
+        gc.freeze()  # out of every collection: collections find next to nothing to scan
+    until = time.time() + 30
+    while time.time() < until:
+        for _ in range(500):
+            cycle = []
+            cycle.append(cycle)  # garbage that only the collector frees
+        gc.collect(2) if sys.argv[1] == "collect" else time.sleep(0.001)
+""")
+
+
+@pytest.mark.parametrize("mode", ["collect", "freeze"])
+def test_the_gc_watch_sees_the_collector_in_native_frames(tmp_path: Path, mode: str) -> None:
+    """A slow native recorder beside the main one: full collections over a large heap are seen
+    as ``<gc>`` stretches on the Python line that set them off; a frozen heap that is never
+    collected explicitly shows (next to) none."""
+    from profiler.measures import Measures
+
+    script = tmp_path / "collector.py"
+    script.write_text(COLLECTOR)
+    process = subprocess.Popen([sys.executable, str(script), mode])
+    try:
+        time.sleep(1.0)
+        recorder = PySpyRecorder(process.pid, tmp_path / "raw", PySpyOptions(rate=20, snapshot_hz=0, gc_watch_hz=20))
+        recorder.start()
+        time.sleep(3.0)
+        assert recorder.stop() is not None
+    finally:
+        process.kill()
+        process.wait()
+    stacks = StackTable()
+    events = ingest_recording(tmp_path / "raw", process.pid, stacks)
+    spans = events[events["kind"] == "span"]
+    (watch,) = spans[spans["name"] == "native-watch"].itertuples()
+    assert watch.dur_ns > 2e9 and watch.value > 40  # ~3 s at 20 Hz
+    measures = Measures(events, stacks, meta={"host": {"cores": 2}})
+    taken, share = measures.gc
+    in_gc = spans[spans["name"] == "<gc>"]
+    if mode == "collect":
+        assert share > 0.3, share  # the loop is mostly full collections of the kept heap
+        lines = {stacks.frames_of(int(s))[-2][0] for s in in_gc["stack_id"]}
+        assert lines == {"<module>"}  # the Python frame under the collector: the script's loop
+    else:
+        assert share < 0.1, share

@@ -109,15 +109,17 @@ LOGGING_CALL = [*f.HANDLER, ("Logger.info", "/usr/lib/python3.11/logging/__init_
 
 
 def _gc(collecting: bool) -> AnalysisContext:
-    """Ten native GIL snapshots of a handler thread: inside the collector in three, or never."""
+    """The garbage-collector watch over 5 s at 4 Hz (20 native samples): a handler thread inside
+    the collector for four stretches of 250 ms (a fifth of the time), or never."""
+    from profiler.timeline import make_events
+
     stacks = StackTable()
-    in_gc = [*f.PY_WORK, ("<gc>", "<native>", 0)]
-    rows = []
-    for n in range(10):
-        frames = in_gc if collecting and n % 3 == 0 else f.PY_WORK
-        rows.append(f.snapshots(stacks, [("holds-gil", frames)], 1).assign(ts_ns=f.T0 + n * 500 * f.MS,
-                                                                           args='{"native":true}'))
-    return f.context(f.samples(stacks, [(f.PY_WORK, 5000, 1)]), *rows, stacks=stacks)
+    in_gc = stacks.intern([*f.PY_WORK, ("<gc>", "<native>", 0)])
+    watch = make_events(ts_ns=[f.T0], dur_ns=[5000 * f.MS], source="pyspy", kind="span", name="native-watch",
+                        pid=f.PID, tid=-1, value=20.0)
+    gc = make_events(ts_ns=[f.T0 + n * 1250 * f.MS for n in range(4)], dur_ns=250 * f.MS, source="pyspy",
+                     kind="span", name="<gc>", pid=f.PID, tid=1, stack_id=in_gc, value=1.0)
+    return f.context(f.samples(stacks, [(f.PY_WORK, 5000, 1)]), watch, *([gc] if collecting else []), stacks=stacks)
 
 
 def _threads(wait_percent: float) -> AnalysisContext:
@@ -288,3 +290,21 @@ def test_graph_fusion_without_a_trace_is_told_by_the_servers_own_model_timed_her
     from profiler.analysis.calibration_model import SAMPLE_MODEL
 
     assert graph_fusion.check(made(SAMPLE_MODEL)) == []
+
+
+def test_serialization_holding_the_gil_counts_by_its_share_of_the_held_time() -> None:
+    """Encoding answers is a sixth of the busy samples (under the 20 % mark) but holds the GIL
+    in most snapshots of a GIL-bound server: the mark and the gain go by the GIL-held time."""
+    from profiler.rules.serialization import check
+
+    stacks = StackTable()
+    busy = f.samples(stacks, [(f.PY_WORK, 5000, 1), (f.ENCODE, 1000, 2)])
+    held = [("holds-gil", f.ENCODE), ("inactive", f.PY_WORK)]
+    ctx = f.context(busy, f.snapshots(stacks, held, 10), f.counters("cpu_percent", {-1: 100.0}), stacks=stacks)
+    assert ctx.service_share("serialize") < 0.2 and ctx.gil.held_share >= ctx.GIL_BOUND
+    (verdict,) = check(ctx)
+    assert "GIL-held time" in verdict.title
+    assert verdict.removed == pytest.approx(ctx.gil_removed("serialize") * 0.8, abs=0.02)  # no wire: 80 % assumed
+    released = f.context(busy, f.snapshots(stacks, [("active", f.ENCODE), ("active", f.PY_WORK)], 10),
+                         f.counters("cpu_percent", {-1: 190.0}), stacks=stacks)
+    assert check(released) == []  # the GIL is no bottleneck: a sixth of the work stays under the mark

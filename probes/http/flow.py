@@ -5,7 +5,8 @@ depends on): incremental, so bodies spread over many segments, chunked or conten
 bodies, keep-alive and pipelined requests are all its business, not ours. Responses are
 paired with requests in order, as HTTP/1.1 requires.
 
-Nothing of a body is kept: its bytes feed a SHA-256 and a byte count, then are dropped. Of
+Nothing of a body is kept: its bytes feed a SHA-256, a byte count and the reading of an image
+header (format, width, height: :mod:`probes.http.image_header`), then are dropped. Of
 the headers only Content-Type, X-Request-ID and the framing ones are read. Query strings are
 not recorded (they may carry tokens), only whether there was one.
 
@@ -24,6 +25,8 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import httptools
+
+from probes.http.image_header import ImageSniffer
 
 REQUEST_ID_MAX = 128
 _REQUEST_START = re.compile(rb"[A-Z]{3,10} [^ \r\n]+ HTTP/1\.[01]\r\n")
@@ -56,6 +59,7 @@ class Exchange:
     response_content_type: str | None = None
     outcome: str = "ok"
     _hash: "hashlib._Hash" = field(default_factory=hashlib.sha256, repr=False)
+    _image: ImageSniffer = field(default_factory=ImageSniffer, repr=False)
 
     @property
     def request_id(self) -> str:
@@ -70,7 +74,8 @@ class Exchange:
                 "response_start_ns": self.response_start_ns, "end_ns": self.end_ns, "status": self.status,
                 "request_bytes": self.request_bytes, "response_bytes": self.response_bytes,
                 "response_content_type": self.response_content_type,
-                "body_sha256": self._hash.hexdigest(), "outcome": self.outcome}
+                "body_sha256": self._hash.hexdigest(), "outcome": self.outcome,
+                "image": list(self._image.result) if self._image.result else None}
 
 
 @dataclass
@@ -192,6 +197,7 @@ class HttpConnection:
         if self._current is not None:
             self._current.request_bytes += len(body)
             self._current._hash.update(body)
+            self._current._image.feed(body)
 
     def on_message_complete(self) -> None:
         if self._current is not None:

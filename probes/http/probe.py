@@ -34,7 +34,7 @@ SOURCE = "http"
 LOG = "capture.log"
 META = "meta.json"
 _ARGS = ("method", "path", "query", "content_type", "response_content_type", "status", "request_bytes",
-         "response_bytes", "body_sha256", "chunked", "outcome", "client", "port", "conn", "id_from_header")
+         "response_bytes", "body_sha256", "chunked", "outcome", "client", "port", "conn", "id_from_header", "image")
 
 
 class WireError(RuntimeError):

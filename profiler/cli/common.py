@@ -38,10 +38,10 @@ def add_collect_arguments(parser: argparse.ArgumentParser, duration_default: flo
     parser.add_argument("--gil-snapshots", type=float, default=2.0, metavar="HZ",
                         help="py-spy dumps per second that see who holds the GIL and who waits for it "
                         "(default 2; 0: off; each costs py-spy ~13 ms of CPU, the target is not paused)")
-    parser.add_argument("--gc-snapshots", type=int, default=0, metavar="N",
-                        help="take every Nth GIL snapshot with native frames, to see the garbage collector "
-                        "(gc-pauses); pauses the target for each and costs py-spy ~10 %% of a 2-core machine "
-                        "at N=2 with torch loaded (benchmarks/results/overhead.md); default 0: off")
+    parser.add_argument("--gc-watch", type=int, default=4, metavar="HZ",
+                        help="native py-spy samples per second that see the garbage collector (gc-pauses); "
+                        "one slow recorder beside the main one, pausing the target for each unwind "
+                        "(default 4; 0: off; cost in benchmarks/results/overhead.md)")
     parser.add_argument("--native", action="store_true", help="py-spy: include native (C/C++) frames")
     parser.add_argument("--blocking", action="store_true",
                         help="py-spy pauses the target while it reads each sample (exact, costs more)")

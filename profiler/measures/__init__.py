@@ -321,22 +321,27 @@ class Measures:
 
     @cached_property
     def gc(self) -> tuple[int, float] | None:
-        """(native snapshots, the share of them in which some thread was inside the cyclic
-        garbage collector) over the serving window; None with fewer than three native snapshots
-        (:mod:`probes.gil_snapshots` takes every fourth dump with native frames)."""
+        """(native samples, the share of the time some thread was inside the cyclic garbage
+        collector) over the serving window, per process watched (:mod:`probes.gc_watch`); None
+        when the watch did not run or covered fewer than three samples of the window."""
         start, end = self.serving_window
-        snapshots = self.gil_snapshots
-        native = snapshots[(snapshots["ts_ns"] >= start) & (snapshots["ts_ns"] < end)
-                           & snapshots["args"].fillna("").str.contains('"native":true', regex=False).to_numpy(bool)]
-        taken = native["ts_ns"].nunique()
-        if taken < 3:
+        spans = self.of("pyspy", "span")
+        if spans.empty:
             return None
-        frames = np.asarray(self.stacks.node_frames, dtype=np.int64)
-        leaf = native["stack_id"].to_numpy(np.int64)
-        in_gc = np.zeros(len(native), dtype=bool)
-        valid = leaf >= 0
-        in_gc[valid] = [self.stacks.functions[f] == "<gc>" for f in frames[leaf[valid]]]
-        return int(taken), float(native.loc[in_gc, "ts_ns"].nunique()) / taken
+        lo = np.maximum(spans["ts_ns"].to_numpy(np.int64), start)
+        hi = np.minimum((spans["ts_ns"] + spans["dur_ns"]).to_numpy(np.int64), end)
+        clipped = np.clip(hi - lo, 0, None).astype(float)
+        names = spans["name"].astype(str).to_numpy()
+        watch = names == "native-watch"
+        if not watch.any():
+            return None
+        covered_ns = float(clipped[watch].sum())
+        rates = spans.loc[watch, "value"].to_numpy(float) / np.maximum(spans.loc[watch, "dur_ns"].to_numpy(float), 1.0)
+        taken = int(round(float((clipped[watch] * rates).sum())))
+        if taken < 3 or covered_ns <= 0:
+            return None
+        # one collector per process runs at a time (it holds the GIL): its stretches do not overlap
+        return taken, min(float(clipped[names == "<gc>"].sum()) / covered_ns, 1.0)
 
     def overlap(self, *labels: str) -> concurrency.Overlap:
         """How many threads carried these attribution labels at once over the serving window."""

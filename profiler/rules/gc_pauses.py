@@ -2,10 +2,10 @@
 often and long — a large heap of long-lived objects scanned again by each full collection, or
 reference cycles made on every request.
 
-Evidence: the native GIL snapshots (:mod:`probes.gil_snapshots`: every fourth ``py-spy dump``
-taken with ``--native``) in which a thread is inside ``gc_collect_main`` — a share of wall time
-the collector runs, during which no Python code does. Flagged from 10 % of the native snapshots
-(and two of them at least). Gain: the collector's share of the time, 90 % of it removed
+Evidence: the native samples of the garbage-collector watch (:mod:`probes.gc_watch`: a slow
+``py-spy record --native`` beside the main recorder) in which a thread is inside
+``gc_collect_main`` — a share of wall time the collector runs, during which no Python code
+does. Flagged from 10 % of the watched time (and two samples at least). Gain: the collector's share of the time, 90 % of it removed
 (``gc.freeze()`` after start-up moves the long-lived heap out of every collection; fewer cycles
 per request make fewer collections; 0.7 fitted on the development half of the scenario corpus). latency-outliers,
 where present, ranks after this finding: collections are the stalls it sees.
@@ -21,7 +21,7 @@ from profiler.rules.contract import Rule, Verdict
 MIN_SHARE = 0.10
 MIN_HITS = 2
 # Fitted on the development half (gc-aiohttp-vit: x2.53 measured at 86 % of native snapshots in the
-# collector; gc+logging-aiohttp-resnet: x1.96 at 71 %): freezing the long-lived heap removed 0.70 and
+# collector; gc+logging-aiohttp-resnet: x1.96 at 71 %; native dumps then, the watch's samples now): freezing the long-lived heap removed 0.70 and
 # 0.69 of the collector's share; 0.9 (the prior) overestimated both by half.
 FREED = 0.7
 
@@ -42,8 +42,8 @@ def check(ctx: AnalysisContext) -> list[Verdict]:
               "loaded; avoid reference cycles per request; raise gc thresholds", SNIPPET)
     start, end = ctx.serving_window
     return [Verdict(f"the garbage collector runs {percent(share)} of the time (in {round(share * taken)} of {taken} "
-                    "native snapshots), stopping every Python thread", share * FREED,
-                    {"native_snapshots": taken, "in_gc_share": round(share, 3)}, fix,
+                    "native samples), stopping every Python thread", share * FREED,
+                    {"native_samples": taken, "in_gc_share": round(share, 3)}, fix,
                     [EventRef("pyspy", names=["<gc>"], start_ns=start, end_ns=end)],
                     assumptions=[f"the collector holds the GIL {percent(share)} of the time; freezing the long-lived "
                                  f"heap removes {FREED:.0%} of that (fitted on the corpus's development half)"])]

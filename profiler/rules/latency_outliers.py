@@ -42,7 +42,8 @@ def check(ctx: AnalysisContext) -> list[Verdict]:
                 "tail_share_of_request_time": round(share, 4)}
     title = f"p99 {p99:.0f} ms is {p99 / p50:.1f}x the p50 ({p50:.0f} ms); likely {cause}"
     if ctx.gc is None and cause != "warm-up":
-        evidence["next_step"] = "prof attach PID --gc-snapshots 2 shows whether the garbage collector makes the stalls"
+        evidence["next_step"] = ("the garbage-collector watch was off: prof attach PID with its default --gc-watch 4 "
+                                 "shows whether the garbage collector makes the stalls")
     if cause == "warm-up":  # a one-time cost: no steady gain to estimate
         return [Verdict(title, ctx.busy_fraction(share), evidence, fix, [EventRef(requests.source)], gain_method=None,
                         ranks_after=("gc-pauses",))]

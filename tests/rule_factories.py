@@ -57,13 +57,16 @@ def client(latencies_ms: Iterable[float], *, concurrency: int = 1) -> pd.DataFra
                        request_id=[f"c{i}" for i in range(len(latencies))], args='{"status":200}')
 
 
-def wire(bodies: Iterable[str], latency_ms: float = 20.0, *, concurrency: int = 1) -> pd.DataFrame:
-    """Requests on the wire, one per body hash, ``concurrency`` at a time."""
+def wire(bodies: Iterable[str], latency_ms: float = 20.0, *, concurrency: int = 1,
+         image: tuple[str, int, int] | None = None) -> pd.DataFrame:
+    """Requests on the wire, one per body hash, ``concurrency`` at a time (each carrying an
+    image of this format and size, read from its header, when ``image`` is given)."""
     bodies = list(bodies)
     ts = T0 + (np.arange(len(bodies)) // concurrency * latency_ms * MS).astype(np.int64)
     args = [json.dumps({"status": 200, "request_bytes": 50_000, "response_bytes": 100, "body_sha256": body,
                         "ttfb_ns": int(latency_ms * MS * 0.9), "content_type": "image/jpeg", "conn": i % concurrency,
-                        "outcome": "complete"}, separators=(",", ":")) for i, body in enumerate(bodies)]
+                        "outcome": "complete", "image": list(image) if image else None}, separators=(",", ":"))
+            for i, body in enumerate(bodies)]
     return make_events(ts_ns=ts, dur_ns=int(latency_ms * MS), source="http", kind="span", name="POST /classify",
                        pid=PID, tid=-1, request_id=[f"w{i}" for i in range(len(bodies))], args=args)
 

@@ -308,3 +308,49 @@ def test_serialization_holding_the_gil_counts_by_its_share_of_the_held_time() ->
     released = f.context(busy, f.snapshots(stacks, [("active", f.ENCODE), ("active", f.PY_WORK)], 10),
                          f.counters("cpu_percent", {-1: 190.0}), stacks=stacks)
     assert check(released) == []  # the GIL is no bottleneck: a sixth of the work stays under the mark
+
+
+def test_the_collector_is_the_gil_holder_the_snapshots_cannot_name() -> None:
+    """GIL-bound threads (one holds it in every snapshot) and the gc watch finding the
+    collector running 60 % of the time (over half the held share): gil-contention ranks after
+    gc-pauses; at 20 % (under half) it names no cause."""
+    from profiler.timeline import make_events
+
+    def with_collector(in_gc_ms: float) -> AnalysisContext:
+        gil = _gil(True)
+        watch = make_events(ts_ns=[f.T0, f.T0], dur_ns=[5000 * f.MS, int(in_gc_ms * f.MS)], source="pyspy",
+                            kind="span", name=["native-watch", "<gc>"], pid=f.PID, tid=[-1, 1], value=[20.0, 1.0])
+        return f.context(gil.timeline, watch, stacks=gil.stacks)
+
+    ctx = with_collector(3000)
+    assert ctx.gil.held_share == pytest.approx(1.0) and ctx.gc[1] == pytest.approx(0.6)
+    (verdict,) = RULE_OF["gil-contention"].check(ctx)
+    assert verdict.ranks_after == ("gc-pauses",) and verdict.evidence["in_gc_share"] == pytest.approx(0.6)
+    (verdict,) = RULE_OF["gil-contention"].check(with_collector(1000))
+    assert verdict.ranks_after == ()
+
+
+def test_preprocessing_as_fast_as_the_reference_for_its_image_size_is_no_finding() -> None:
+    """The wire says the requests carried 640x480 JPEGs; resize + crop + normalise of that size
+    is timed on this host. Preprocessing a fifth of the work at the reference's speed leaves
+    nothing to gain; ten times the reference is a finding whose saving is what exceeds it."""
+    import dataclasses
+
+    from profiler.analysis.factors import preprocess_reference_ms
+    from profiler.rules.stage_bound import preprocess_bound
+
+    reference = preprocess_reference_ms(640, 480)
+
+    def served(preprocess_ms: float) -> AnalysisContext:
+        work = {"inference": preprocess_ms * 3.0, "preprocess": preprocess_ms}
+        ctx = f.context(f.requests(20, work), f.wire([str(i) for i in range(20)], sum(work.values()),
+                                                     image=("jpeg", 640, 480)))
+        return dataclasses.replace(ctx, host_timings=True)
+
+    fast = served(reference * 1.1)
+    assert fast.images.width == 640 and fast.service_share("preprocess") == pytest.approx(0.25, abs=0.01)
+    assert preprocess_bound(fast) == []
+    (verdict,) = preprocess_bound(served(reference * 10))
+    saving = 1 - preprocess_reference_ms(640, 480) / (reference * 10)
+    assert verdict.evidence["image"] == "640x480"
+    assert verdict.removed == pytest.approx(0.25 * saving, abs=0.03)

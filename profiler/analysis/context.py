@@ -57,14 +57,29 @@ class AnalysisContext(Measures):
             return None
 
     def draft_factor(self, decode_ms_per_request: float) -> Any:
-        """What a reduced-scale JPEG decode saves on this host for images that decode like the
-        session's (:func:`profiler.analysis.factors.draft_factor`, a second's timing); None when
-        host timings are not allowed (``--no-calibration``)."""
+        """What a reduced-scale JPEG decode saves on this host for JPEGs of the size the requests
+        carried (the wire probe's reading), else for images that decode like the session's
+        (:mod:`profiler.analysis.factors`, a second's timing); None when host timings are not
+        allowed (``--no-calibration``)."""
         if not self.host_timings:
             return None
-        from profiler.analysis.factors import draft_factor  # Pillow and the image generator: only when judged
+        from profiler.analysis.factors import draft_factor, draft_factor_for  # Pillow: only when judged
 
+        images = self.images
+        if images is not None and images.format == "jpeg":  # the size the requests carried
+            return draft_factor_for(images.width, images.height)
         return draft_factor(decode_ms_per_request)
+
+    def preprocess_reference_ms(self) -> tuple[Any, float] | None:
+        """(the median image seen, what resize + crop + normalise of an image that size costs
+        on this host, one thread: :func:`profiler.analysis.factors.preprocess_reference_ms`);
+        None without image sizes from the wire or when host timings are not allowed."""
+        images = self.images
+        if images is None or not self.host_timings:
+            return None
+        from profiler.analysis.factors import preprocess_reference_ms
+
+        return images, preprocess_reference_ms(images.width, images.height)
 
     # -- gains ---------------------------------------------------------------------------
 

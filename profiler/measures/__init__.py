@@ -24,7 +24,7 @@ from profiler.measures import hotspots as hotspot_rows
 from profiler.measures import stages as stage_figures
 from profiler.measures.frames import FrameLabels
 from profiler.measures.requests import RequestFigures, figures_of, request_table
-from profiler.measures.wire import WireStats, wire_requests, wire_stats
+from profiler.measures.wire import ImagesSeen, WireStats, images_seen, wire_requests, wire_stats
 from profiler.timeline import StackTable
 
 Attribute = Callable[[pd.DataFrame, StackTable], pd.Series]
@@ -117,6 +117,12 @@ class Measures:
     @cached_property
     def wire_requests(self) -> pd.DataFrame:
         return wire_requests(self.timeline)
+
+    @cached_property
+    def images(self) -> ImagesSeen | None:
+        """The images the requests carried (format and pixel size from their headers, the wire
+        probe's reading): the median one; None without the wire probe or image bodies."""
+        return images_seen(self.wire_requests)
 
     @cached_property
     def request_table(self) -> tuple[str, pd.DataFrame] | None:

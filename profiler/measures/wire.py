@@ -41,18 +41,47 @@ def wire_requests(timeline: pd.DataFrame) -> pd.DataFrame:
     spans = timeline[(timeline["source"] == SOURCE) & (timeline["kind"] == "span")]
     if spans.empty:
         return pd.DataFrame(columns=["start_ns", "end_ns", "request_id", "status", "request_bytes",
-                                     "response_bytes", "body_sha256", "ttfb_ns", "content_type", "conn", "outcome"])
+                                     "response_bytes", "body_sha256", "ttfb_ns", "content_type", "conn", "outcome",
+                                     "image"])
     args = pd.DataFrame([orjson.loads(a) for a in spans["args"].fillna("{}")], index=spans.index)
     for column in ("status", "ttfb_ns", "request_bytes", "response_bytes", "conn"):
         if column not in args:
             args[column] = np.nan
-    for column in ("body_sha256", "content_type", "outcome"):
+    for column in ("body_sha256", "content_type", "outcome", "image"):
         if column not in args:
             args[column] = None
     frame = pd.DataFrame({"start_ns": spans["ts_ns"].to_numpy(), "end_ns": (spans["ts_ns"] + spans["dur_ns"]).to_numpy(),
                           "request_id": spans["request_id"].astype(object).to_numpy()}, index=spans.index)
     return frame.join(args[["status", "request_bytes", "response_bytes", "body_sha256", "ttfb_ns", "content_type",
-                            "conn", "outcome"]])
+                            "conn", "outcome", "image"]])
+
+
+@dataclass(frozen=True)
+class ImagesSeen:
+    """The images the requests carried, read from their headers by the wire probe: how many,
+    the median width and height, and the most common format."""
+
+    count: int
+    width: int
+    height: int
+    format: str
+
+    @property
+    def megapixels(self) -> float:
+        return self.width * self.height / 1e6
+
+
+def images_seen(requests: pd.DataFrame) -> ImagesSeen | None:
+    """The median image of the requests (:func:`wire_requests`) whose bodies carried one."""
+    if requests.empty or "image" not in requests:
+        return None
+    found = [i for i in requests["image"] if isinstance(i, (list, tuple)) and len(i) == 3]
+    if not found:
+        return None
+    pixels = np.array([int(w) * int(h) for _, w, h in found])
+    middle = found[int(np.argsort(pixels)[len(pixels) // 2])]
+    formats = pd.Series([str(f) for f, _, _ in found]).value_counts()
+    return ImagesSeen(len(found), int(middle[1]), int(middle[2]), str(formats.index[0]))
 
 
 def wire_stats(timeline: pd.DataFrame) -> WireStats | None:

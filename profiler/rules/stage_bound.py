@@ -4,7 +4,10 @@ large share of the server's work.
 Threshold: TensorBoard / XProf's input-pipeline analysis calls a step highly input bound
 when input processing is 20 % or more of it; we flag a stage from that mark. The gain is
 Amdahl on the measured share, with the saving of a reduced-scale JPEG decode measured on
-this host for an image whose decode time matches the session's."""
+this host for an image of the size the requests carried (the wire probe reads it from their
+headers; else one whose decode time matches the session's). Preprocessing's saving is what
+its CPU time per request exceeds a reference resize + crop + normalise of that image size
+timed on this host: a server already that fast has nothing to gain, and no finding."""
 
 from __future__ import annotations
 
@@ -17,6 +20,8 @@ ASSUMED_DRAFT_SAVING = 0.5  # without a measurement (--no-calibration): a reduce
 FUSED_SAVING = 0.5  # preprocessing in C already: fusing its steps halves it (assumed)
 VECTORIZED_SAVING = 0.9  # preprocessing as Python bytecode: vectorized, a tenth is left (assumed)
 PYTHON_BOUND = 0.5  # preprocessing holds the GIL in at least half of the held snapshots
+MAX_SAVING = 0.98  # a measured saving is capped: some preprocessing always stays
+MIN_SAVING = 0.25  # below a quarter of a 20 % share (5 % of the work) there is nothing worth a finding
 
 DRAFT_SNIPPET = """image = Image.open(io.BytesIO(body))
 image.draft("RGB", (256, 256))   # libjpeg decodes at 1/2..1/8 scale: far fewer pixels
@@ -32,6 +37,8 @@ def decode_bound(ctx: AnalysisContext) -> list[Verdict]:
     if factor is not None:
         removed = share * factor.decode_saving + ctx.service_share("preprocess") * factor.resize_saving
         method, assumptions = "measured factor", [
+            f"{factor.width}x{factor.height} JPEGs, as the requests carried" if ctx.images is not None and
+            (ctx.images.width, ctx.images.height) == (factor.width, factor.height) else
             f"images like a {factor.width}x{factor.height} JPEG (its full decode, {factor.full_decode_ms:.1f} ms "
             f"here, matches the {decode_ms:.1f} ms measured)", f"draft decode measured {factor.draft_decode_ms:.1f} "
             f"ms; the resize after it {factor.draft_resize_ms:.1f} vs {factor.full_resize_ms:.1f} ms"]
@@ -56,8 +63,17 @@ def preprocess_bound(ctx: AnalysisContext) -> list[Verdict]:
     gil = ctx.gil
     in_python = gil is not None and gil.held_by("preprocess") >= PYTHON_BOUND
     saving = VECTORIZED_SAVING if in_python else FUSED_SAVING
+    observed_ms = per_request_ms(ctx, "preprocess") or 0.0
+    reference = ctx.preprocess_reference_ms()
+    cpu_ms = observed_ms * ctx.cpu_per_wall  # wall time per request -> CPU time (threads share the cores)
+    measured = reference is not None and cpu_ms > 0
+    if measured:
+        images, reference_ms = reference
+        saving = min(max(1.0 - reference_ms / cpu_ms, 0.0), MAX_SAVING)
     freed = ctx.gil_removed("preprocess")
     removed = (freed if freed is not None else share) * saving
+    if removed < INPUT_BOUND_SHARE * MIN_SAVING:
+        return []  # as fast as it gets for these images: a share, not a bottleneck to fix
     if in_python:
         fix = Fix("vectorize preprocessing: the per-pixel Python work holds the GIL — resize with Pillow and "
                   "normalize with one NumPy expression (both release the GIL)",
@@ -73,12 +89,19 @@ def preprocess_bound(ctx: AnalysisContext) -> list[Verdict]:
                   "x = (np.asarray(image, np.float32) - mean) * inv_std   # one pass, after the resize")
         assumptions = ["the resize/normalize work halves (fused crop+resize from a reduced decode, float "
                        "conversion after the resize); not measured"]
+    if measured:
+        assumptions[0] = (f"the requests' images are {images.width}x{images.height} ({images.format}, median of "
+                          f"{images.count}): resize, crop and normalise of one that size take {reference_ms:.1f} ms "
+                          f"here against {cpu_ms:.1f} ms of CPU per request now ({observed_ms:.1f} ms of wall time "
+                          f"at {ctx.cpu_per_wall:.2f} CPU per second): {saving:.0%} of it can go")
     if freed is not None:
         assumptions.append(f"the GIL is held in {percent(gil.held_share)} of snapshots: the share is of the "
                            "GIL-held time, which bounds throughput")
     return [Verdict(f"preprocessing is {percent(share)} of the server's work" + (" (pure Python)" if in_python else ""),
                     removed, {"preprocess_share": round(share, 3),
                               "preprocess_ms_per_request": per_request_ms(ctx, "preprocess"),
+                              "reference_ms": round(reference[1], 2) if measured else None,
+                              "image": f"{images.width}x{images.height}" if measured else None,
                               "gil_held_by_preprocess": round(gil.held_by("preprocess"), 3) if gil else None,
                               "basis": ctx.stage_basis, "threshold": INPUT_BOUND_SHARE}, fix,
                     [EventRef("stages" if ctx.stage_basis == "stage spans" else "pyspy", stages=["preprocess"])],

@@ -33,21 +33,25 @@ from samples.loadgen.runner import LoadRunner, LoadSpec  # noqa: E402
 from samples.loadgen.workload import ImageMix  # noqa: E402
 from samples.sample_server.process import ServerProcess  # noqa: E402
 
-# name -> (py-spy rate or None, GIL snapshots per second, proc sampler, agent probes, wire capture)
+# name -> (py-spy rate or None, GIL snapshots per second, gc watch per second, proc sampler, agent
+# probes, wire capture)
 SNAPSHOT_HZ = pyspy.PySpyOptions().snapshot_hz
+GC_HZ = pyspy.PySpyOptions().gc_watch_hz
 CONFIGS = {
-    "off": (None, 0.0, False, (), False),
+    "off": (None, 0.0, 0, False, (), False),
     f"default set ({', '.join(sorted(DEFAULT_PROBES - {'nvml'}))})":
-        (DEFAULT_PYSPY_RATE, SNAPSHOT_HZ, True, ("stages",), True),
+        (DEFAULT_PYSPY_RATE, SNAPSHOT_HZ, GC_HZ, True, ("stages",), True),
+    f"default set without the gc watch ({GC_HZ} Hz native)":
+        (DEFAULT_PYSPY_RATE, SNAPSHOT_HZ, 0, True, ("stages",), True),
     f"py-spy {DEFAULT_PYSPY_RATE} Hz + GIL snapshots {SNAPSHOT_HZ:g} Hz":
-        (DEFAULT_PYSPY_RATE, SNAPSHOT_HZ, False, (), False),
-    f"py-spy {DEFAULT_PYSPY_RATE} Hz, no GIL snapshots": (DEFAULT_PYSPY_RATE, 0.0, False, (), False),
-    "py-spy 100 Hz": (100, SNAPSHOT_HZ, False, (), False),
-    "py-spy 1000 Hz": (1000, SNAPSHOT_HZ, False, (), False),
-    "proc (psutil, 10 Hz)": (None, 0.0, True, (), False),
-    "http (wire capture)": (None, 0.0, False, (), True),
-    "stage spans": (None, 0.0, False, ("stages",), False),
-    "framework profiling": (None, 0.0, False, ("framework",), False),
+        (DEFAULT_PYSPY_RATE, SNAPSHOT_HZ, 0, False, (), False),
+    f"py-spy {DEFAULT_PYSPY_RATE} Hz, no GIL snapshots": (DEFAULT_PYSPY_RATE, 0.0, 0, False, (), False),
+    "py-spy 100 Hz": (100, SNAPSHOT_HZ, 0, False, (), False),
+    "py-spy 1000 Hz": (1000, SNAPSHOT_HZ, 0, False, (), False),
+    "proc (psutil, 10 Hz)": (None, 0.0, 0, True, (), False),
+    "http (wire capture)": (None, 0.0, 0, False, (), True),
+    "stage spans": (None, 0.0, 0, False, ("stages",), False),
+    "framework profiling": (None, 0.0, 0, False, ("framework",), False),
 }
 
 
@@ -67,14 +71,15 @@ def measure(server: ServerProcess, config: tuple, seconds: float, concurrency: i
             cpu: list[float] | None = None) -> float:
     """Throughput under the config; appends to ``cpu`` the CPU seconds the out-of-server probes
     (py-spy, the psutil sampler thread, the wire capture) spent per second of the window."""
-    rate, snapshot_hz, with_proc, agent_probes, with_wire = config
+    rate, snapshot_hz, gc_hz, with_proc, agent_probes, with_wire = config
     out = Path(tempfile.mkdtemp(dir=scratch))
     recorder = sampler = client = capture = None
     spent, started = 0.0, time.monotonic()
     try:
         if rate:
             recorder = pyspy.PySpyRecorder(server.pid, out / "pyspy",
-                                           pyspy.PySpyOptions(rate=rate, snapshot_hz=snapshot_hz))
+                                           pyspy.PySpyOptions(rate=rate, snapshot_hz=snapshot_hz,
+                                                              gc_watch_hz=gc_hz))
             recorder.start()
         if with_proc:
             sampler = proc.ProcSampler(server.pid, out / "proc")
@@ -104,13 +109,15 @@ def measure(server: ServerProcess, config: tuple, seconds: float, concurrency: i
 
 
 def _probe_cpu_s(recorder, sampler) -> float:
-    """CPU seconds so far of py-spy (its own process, and the finished ``py-spy dump`` children
-    of the GIL snapshots) and of the psutil sampler's thread."""
+    """CPU seconds so far of py-spy (its own process, the gc watch's, and the finished ``py-spy
+    dump`` children of the GIL snapshots) and of the psutil sampler's thread."""
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     total = children.ru_utime + children.ru_stime
-    if recorder is not None and recorder.process is not None:
+    for child in (recorder.process, recorder.gc_watch and recorder.gc_watch.process) if recorder is not None else ():
+        if child is None:
+            continue
         try:
-            times = psutil.Process(recorder.process.pid).cpu_times()
+            times = psutil.Process(child.pid).cpu_times()
             total += times.user + times.system
         except psutil.Error:
             pass

@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from probes.protocol import ProbeUnavailable, Target
+from probes.gc_watch import RATE_HZ as GC_WATCH_HZ
 from probes.gc_watch import GcWatch, ingest_watch
 from probes.gil_snapshots import SNAPSHOT_FILE, GilSnapshotter, ingest_snapshots
 from profiler.clock import ClockAnchor
@@ -58,7 +59,7 @@ class PySpyOptions:
     subprocesses: bool = False
     nonblocking: bool = True
     snapshot_hz: float = 2.0  # GIL snapshots (``py-spy dump``) per second beside the recording; 0: none
-    gc_watch_hz: int = 0  # native samples per second of the garbage-collector watch (probes.gc_watch); 0: none
+    gc_watch_hz: int = GC_WATCH_HZ  # native samples per second of the gc watch (probes.gc_watch); 0: none
 
     def flags(self) -> list[str]:
         flags = ["--rate", str(self.rate), "--idle"]

@@ -10,6 +10,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.text import Text
 
+from probes.gc_watch import RATE_HZ as GC_WATCH_HZ
 from profiler import collect
 from profiler.analysis.calibration_policy import CalibrationPolicy
 from profiler.analysis.model import Report
@@ -38,7 +39,7 @@ def add_collect_arguments(parser: argparse.ArgumentParser, duration_default: flo
     parser.add_argument("--gil-snapshots", type=float, default=2.0, metavar="HZ",
                         help="py-spy dumps per second that see who holds the GIL and who waits for it "
                         "(default 2; 0: off; each costs py-spy ~13 ms of CPU, the target is not paused)")
-    parser.add_argument("--gc-watch", type=int, default=4, metavar="HZ",
+    parser.add_argument("--gc-watch", type=int, default=GC_WATCH_HZ, metavar="HZ",
                         help="native py-spy samples per second that see the garbage collector (gc-pauses); "
                         "one slow recorder beside the main one, pausing the target for each unwind "
                         "(default 4; 0: off; cost in benchmarks/results/overhead.md)")

@@ -10,6 +10,7 @@ read less often.
 from __future__ import annotations
 
 import json
+import resource
 import threading
 import time
 from dataclasses import dataclass, field
@@ -60,6 +61,23 @@ def host_busy_s() -> float | None:
         return None
     return float(sum(times) - times.idle - getattr(times, "iowait", 0.0) - getattr(times, "guest", 0.0)
                  - getattr(times, "guest_nice", 0.0))
+
+
+def probe_cpu_s(probes: list[psutil.Process]) -> float:
+    """CPU seconds so far of prof's probe processes (its children that are not the target:
+    py-spy, the wire capture), of the ones already reaped (``py-spy dump``), and of this
+    sampler's thread: what profiling itself takes from the machine, which goes when prof does.
+    prof's own threads are not counted: ``prof run`` drives its load from them."""
+    total = time.thread_time()
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    total += usage.ru_utime + usage.ru_stime
+    for child in probes:
+        try:
+            times = child.cpu_times()
+            total += times.user + times.system
+        except psutil.Error:
+            continue
+    return total
 
 
 def _run_delays(pid: int, tids: dict) -> dict[int, float]:
@@ -116,11 +134,16 @@ class ProcSampler:
                     except psutil.NoSuchProcess:
                         self.errors.append(f"pid {self.pid} exited")
                         return
+                    targets = {p.pid for p in family}
+                    try:
+                        probes = [c for c in psutil.Process().children(recursive=True) if c.pid not in targets]
+                    except psutil.Error:
+                        probes = []
                 elif not root.is_running():
                     self.errors.append(f"pid {self.pid} exited")
                     return
                 now, mono = time.time_ns(), time.monotonic_ns()
-                host = host_busy_s()
+                host, profiling = host_busy_s(), probe_cpu_s(probes)
                 for process in family:
                     try:
                         row = read_process(process, with_uss=tick % self.uss_every == 0)
@@ -131,7 +154,7 @@ class ProcSampler:
                         continue
                     row["t"], row["m"] = now, mono
                     if process is root and host is not None:
-                        row["host_cpu_s"] = host
+                        row["host_cpu_s"], row["probe_cpu_s"] = host, profiling
                     out.write(json.dumps(row, separators=(",", ":")) + "\n")
                 out.flush()
                 tick += 1
@@ -141,7 +164,8 @@ class ProcSampler:
 def ingest_proc(path: Path | str) -> pd.DataFrame:
     """Counter events: cpu_percent, rss_bytes, uss_bytes, threads, ctx switches/s, I/O bytes/s,
     per-thread cpu_percent and wait_percent (time runnable but waiting for a CPU), with the
-    thread's tid, and host_cpu_percent (the whole machine's busy CPU, on the target's rows)."""
+    thread's tid, host_cpu_percent (the whole machine's busy CPU, on the target's rows) and
+    probe_cpu_percent (what prof's probes took of it: :func:`probe_cpu_s`)."""
     rows = []
     for line in Path(path).read_text().splitlines():
         try:
@@ -182,6 +206,10 @@ def _process_counters(pid: int, samples: list[dict]) -> list[pd.DataFrame]:
         elapsed = np.maximum(np.diff(np.asarray([h[1] for h in host], dtype=np.int64)), 1) / 1e9
         busy = np.diff(np.asarray([h[2] for h in host], dtype=np.float64))
         counter("host_cpu_percent", np.asarray([h[0] for h in host], dtype=np.int64)[1:], 100.0 * busy / elapsed)
+        probes = [(s.get("m", s["t"]), s["probe_cpu_s"]) for s in samples if "probe_cpu_s" in s]
+        if len(probes) == len(host):
+            spent = np.clip(np.diff(np.asarray([p[1] for p in probes], dtype=np.float64)), 0.0, None)
+            counter("probe_cpu_percent", np.asarray([h[0] for h in host], dtype=np.int64)[1:], 100.0 * spent / elapsed)
     for key, name, scale in (("cpu_s", "cpu_percent", 100.0), ("ctx_vol", "ctx_switches_voluntary_per_s", 1.0),
                              ("ctx_invol", "ctx_switches_involuntary_per_s", 1.0),
                              ("read_bytes", "read_bytes_per_s", 1.0), ("write_bytes", "write_bytes_per_s", 1.0)):

@@ -104,12 +104,31 @@ class AnalysisContext(Measures):
             return fraction_removed  # (no busy time measured: the requests' time is all there is to go by)
         return min(fraction_removed * self.service_ns / requests.total_ns, 1.0)
 
+    def host_cpu_cap(self, cpu_removed: float) -> float | None:
+        """The most throughput can grow before the server runs out of the cores other processes
+        leave it (a load generator on this host, neighbours; their use taken as it was: measured
+        on the corpus, it did not grow with the answers): its CPU per request, less
+        ``cpu_removed`` of it, must fit the free cores. None without the CPU counters."""
+        used = self.cores_used
+        if not used or self.other_cores_used is None:
+            return None
+        return self.free_cores / max(used * (1.0 - cpu_removed), 1e-6)
+
     def amdahl(self, fraction_removed: float, assumptions: list[str], method: str = "amdahl",
-               of_latency: bool = False) -> Gain:
+               of_latency: bool = False, frees_cpu: bool = True) -> Gain:
         """Gain from removing ``fraction_removed`` of the server's per-request work (or, with
-        ``of_latency``, of each request's time: closed-loop clients send as fast as answers come)."""
+        ``of_latency``, of each request's time: closed-loop clients send as fast as answers come),
+        bounded by the machine's cores (:meth:`host_cpu_cap`; ``frees_cpu``: the removed part is
+        CPU work, else the CPU per request stays)."""
         fraction_removed = min(max(fraction_removed, 0.0), 0.95)
         speedup = 1.0 / (1.0 - fraction_removed)
+        cap = self.host_cpu_cap(fraction_removed if frees_cpu else 0.0)
+        if cap is not None and 1.0 <= cap < speedup:
+            speedup = cap
+            assumptions = [*assumptions, f"bounded by the cores free to the server: {self.cores} less "
+                           f"{self.other_cores_used:.2f} other processes use (a load generator on this host?); it "
+                           f"used {self.cores_used:.2f}, and its CPU per request "
+                           f"{'falls by the share removed' if frees_cpu else 'stays'}"]
         requests = self.requests
         before = requests.throughput_rps if requests else None
         p50 = requests.percentile(50) if requests else None

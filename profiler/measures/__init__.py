@@ -266,15 +266,27 @@ class Measures:
 
     @cached_property
     def other_cores_used(self) -> float | None:
-        """Mean CPU the rest of the machine (every other process) used over the serving window,
-        in cores: the host's busy CPU less the target's (psutil)."""
+        """Mean CPU the rest of the machine used over the serving window, in cores: the host's
+        busy CPU less the target's and less prof's probes' (psutil): a load generator on the same
+        host, neighbours — what stays after prof is gone."""
         start, end = self.serving_window
         counters = self.of("proc", "counter")
-        host = counters[(counters["name"] == "host_cpu_percent") & (counters["ts_ns"] >= start)
-                        & (counters["ts_ns"] < end)]
+        window = counters[(counters["ts_ns"] >= start) & (counters["ts_ns"] < end)]
+        host = window[window["name"] == "host_cpu_percent"]
         if host.empty or self.cores_used is None:
             return None
-        return max(float(np.nanmean(host["value"].to_numpy())) / 100.0 - self.cores_used, 0.0)
+        probes = window.loc[window["name"] == "probe_cpu_percent", "value"].to_numpy(float)
+        profiling = float(np.nanmean(probes)) / 100.0 if len(probes) else 0.0
+        return max(float(np.nanmean(host["value"].to_numpy())) / 100.0 - self.cores_used - profiling, 0.0)
+
+    @cached_property
+    def free_cores(self) -> float:
+        """The cores the server could use: the machine's less what other processes used over the
+        serving window (never below what the server itself used; all of them without counters)."""
+        other = self.other_cores_used
+        if other is None:
+            return float(self.cores)
+        return max(self.cores - other, self.cores_used or 0.0, 0.5)
 
     @cached_property
     def cpu_per_wall(self) -> float:

@@ -45,6 +45,10 @@ class Verdict:
     # True: ``removed`` is a fraction of end-to-end request time instead (a wait, not work: a
     # downstream call, a blocking write); under closed-loop clients throughput rises as it goes
     of_latency: bool = False
+    # True: ``removed`` is CPU work the fix takes away (the server needs less CPU per request);
+    # False: the same work runs more at once or waits less (a queue, the GIL, a wait); None: as
+    # ``of_latency`` says (a wait frees no CPU). The machine's cores bound the gain either way.
+    frees_cpu: bool | None = None
 
 
 Check = Callable[["AnalysisContext"], list[Verdict]]
@@ -62,7 +66,8 @@ def to_finding(ctx: AnalysisContext, rule_id: str, verdict: Verdict) -> Finding:
     """The finding of a verdict: share of request time, severity and gain, one way for all."""
     removed = min(max(float(verdict.removed), 0.0), 1.0)
     share = removed if verdict.of_latency else ctx.e2e_share(removed)
-    gain = ctx.amdahl(removed, verdict.assumptions, verdict.gain_method, verdict.of_latency) \
+    frees_cpu = (not verdict.of_latency) if verdict.frees_cpu is None else verdict.frees_cpu
+    gain = ctx.amdahl(removed, verdict.assumptions, verdict.gain_method, verdict.of_latency, frees_cpu) \
         if verdict.gain_method else None
     return Finding(rule=rule_id, title=verdict.title, share=round(float(share), 4), evidence=dict(verdict.evidence),
                    fix=verdict.fix, severity=severity_for_share(share), estimated_gain=gain, events=verdict.events,

@@ -64,7 +64,8 @@ def check(ctx: AnalysisContext) -> list[Verdict]:
         if cores_used is None or busy_threads < MIN_BUSY_THREADS or cores_used > MAX_CORES_USED:
             return []
         wanting = busy_threads
-    speedup = min(wanting, cores) / max(cores_used if cores_used is not None else 1.0, 0.1)
+    free = ctx.free_cores  # what other processes (a load generator on this host) leave
+    speedup = min(wanting, free) / max(cores_used if cores_used is not None else 1.0, 0.1)
     removed = 1.0 - 1.0 / speedup if speedup > 1 else 0.0
     evidence = {"busy_threads_mean": round(busy_threads, 2), "cores_used": round(cores_used, 2) if cores_used else None,
                 "cores": cores, **(snapshots or {})}
@@ -92,8 +93,9 @@ def check(ctx: AnalysisContext) -> list[Verdict]:
     return [Verdict(title, removed, evidence, fix,
                     [EventRef("pyspy", stages=[cause] if cause else [], start_ns=start, end_ns=end)],
                     assumptions=[f"{wanting:.1f} threads want to run, {cores_used or 1.0:.2f} cores are used: "
-                                 f"separate processes could use up to {min(wanting, cores):.1f}"],
-                    ranks_after=(cause_rule,) if cause_rule else ())]
+                                 f"separate processes could use up to {min(wanting, free):.1f} (the cores other "
+                                 "processes leave free)"],
+                    ranks_after=(cause_rule,) if cause_rule else (), frees_cpu=False)]
 
 
 def _snapshot_figures(snapshots: pd.DataFrame, start: int, end: int) -> dict | None:

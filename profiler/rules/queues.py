@@ -57,13 +57,14 @@ def check(ctx: AnalysisContext) -> list[Verdict]:
     one_thread = bool(len(per_thread) and per_thread.max() >= ONE_THREAD * per_thread.sum())
     parked = next((p for p in ctx.parked if p.threads_mean >= 0.5), None)
 
-    parallel = min(float(ctx.cores), requests.in_flight_mean)
+    parallel = min(ctx.free_cores, requests.in_flight_mean)
     bounds = {"parallel": parallel / busy.at_least_one}
     assumptions = [f"{parallel:.0f} at once instead of one: the {stage} bound on throughput rises "
                    f"{bounds['parallel']:.2f}x (it is busy {percent(busy.at_least_one)} of the time today)"]
     if ctx.cores_used:
-        bounds["cpu"] = ctx.cores / ctx.cores_used
-        assumptions.append(f"until the CPU runs out: {ctx.cores_used:.2f} of {ctx.cores} cores in use today")
+        bounds["cpu"] = ctx.free_cores / ctx.cores_used
+        assumptions.append(f"until the CPU runs out: {ctx.cores_used:.2f} of the {ctx.free_cores:.2f} cores other "
+                           "processes leave free in use today")
     held = ctx.gil.held_share if ctx.gil is not None else None
     if held:
         bounds["gil"] = 1.0 / held
@@ -91,7 +92,7 @@ def check(ctx: AnalysisContext) -> list[Verdict]:
     return [Verdict(title, removed, evidence, fix,
                     [EventRef("pyspy", stages=[stage], start_ns=ctx.serving_window[0],
                               end_ns=ctx.serving_window[1])],
-                    "queue model", assumptions)]
+                    "queue model", assumptions, frees_cpu=False)]
 
 
 RULE = Rule("implicit-queue", check)

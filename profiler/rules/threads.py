@@ -52,7 +52,7 @@ def check(ctx: AnalysisContext) -> list[Verdict]:
     wanted = float((at_work["cpu_percent"] + at_work["wait_percent"]).sum()) / 100.0 / n_ticks
     waiting = float(at_work["wait_percent"].sum()) / 100.0 / n_ticks / wanted if wanted > 0 else 0.0
     others = ctx.other_cores_used or 0.0
-    free = max(cores - others, 0.5)
+    free = ctx.free_cores
     known = ctx.python_os_tids
     python = native = native_wanted = None
     if known:  # the GIL snapshots name the Python threads' OS ids: the rest are native pools

@@ -42,7 +42,7 @@ def diagnose(scenario: Scenario, seconds: float, scratch: Path) -> dict[str, Any
         run_load(server.port, seconds=2.0, warmup=1.0, seed=1, **scenario.load.kwargs())
         # the attach window's bodies are generated before it opens (12-megapixel JPEGs take a
         # second each: generated inside the window, the server sat idle through all of it)
-        base_images(*scenario.load.image_size, seed=2)
+        base_images(*scenario.load.image_size, 2)  # positional: the cache key load.Bodies uses
         attach = subprocess.Popen([sys.executable, "-m", "profiler.cli", "attach", str(server.pid), "--duration",
                                    str(seconds), "--out", str(out), "--quiet"], cwd=ROOT, stdout=subprocess.DEVNULL,
                                   stderr=subprocess.PIPE, text=True)

@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import psutil
 
 from profiler.timeline import StackTable, empty_events, make_events
 
@@ -46,8 +47,10 @@ class GilSnapshotter:
 
     def __init__(self, binary: str, pid: int, out_dir: Path, interval_s: float = 0.5,
                  subprocesses: bool = False) -> None:
-        self.command = [binary, "dump", "--pid", str(pid), "--json", "--nonblocking",
-                        *(["--subprocesses"] if subprocesses else [])]
+        # one dump per process: ``dump --json --subprocesses`` (py-spy 0.4.3) prints the parent's
+        # threads only, and each worker process has a GIL of its own
+        self.binary, self.pid, self.subprocesses = binary, pid, subprocesses
+        self.command = [binary, "dump", "--pid", str(pid), "--json", "--nonblocking"]
         self.path = Path(out_dir) / SNAPSHOT_FILE.format(pid=pid)
         self.interval_s = interval_s
         self.taken = 0
@@ -69,21 +72,36 @@ class GilSnapshotter:
         with open(self.path, "a", encoding="utf-8") as out:
             while not self._stop.is_set() and failures < _MAX_FAILURES:
                 began = time.monotonic()
-                snapshot = self._take()
+                snapshots = [self._take(pid) for pid in self._processes()]
+                snapshot = snapshots[0]  # the target itself
                 if snapshot is None:
                     failures += 1
                     self.failed += 1
                 else:
                     failures = 0
-                    out.write(json.dumps(snapshot, separators=(",", ":")) + "\n")
+                    for each in snapshots:
+                        if each is not None:  # a line per process: its own GIL, its own moment
+                            out.write(json.dumps(each, separators=(",", ":")) + "\n")
                     out.flush()
                     self.taken += 1
                 self._stop.wait(max(0.0, self.interval_s - (time.monotonic() - began)))
 
-    def _take(self) -> dict | None:
+    def _processes(self) -> list[int]:
+        """The target, then (with ``subprocesses``) its child processes, re-read every tenth snapshot."""
+        if not self.subprocesses:
+            return [self.pid]
+        if self.taken % 10 == 0 or not hasattr(self, "_children"):
+            try:
+                self._children = [c.pid for c in psutil.Process(self.pid).children(recursive=True)]
+            except psutil.Error:
+                self._children = []
+        return [self.pid, *self._children]
+
+    def _take(self, pid: int | None = None) -> dict | None:
         before = time.time_ns()
+        command = self.command if pid in (None, self.pid) else [*self.command[:3], str(pid), *self.command[4:]]
         try:
-            result = subprocess.run(self.command, capture_output=True, text=True, timeout=5.0)
+            result = subprocess.run(command, capture_output=True, text=True, timeout=5.0)
         except (OSError, subprocess.TimeoutExpired):
             return None
         after = time.time_ns()

@@ -9,6 +9,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from probes.pyspy import PySpyError, PySpyOptions, PySpyRecorder, dump_threads, ingest_recording, thread_names
@@ -202,3 +203,37 @@ def test_the_gc_watch_sees_the_collector_in_native_frames(tmp_path: Path, mode: 
         assert lines == {"<module>"}  # the Python frame under the collector: the script's loop
     else:
         assert share < 0.1, share
+
+
+PARENT = textwrap.dedent("""
+    import subprocess, sys, time
+    child = subprocess.Popen([sys.executable, sys.argv[1]])  # a worker process, like gunicorn's
+    time.sleep(30)
+""")
+
+
+def test_gil_snapshots_of_a_process_tree_see_every_worker(tmp_path: Path) -> None:
+    """A parent that only waits and a worker spinning in Python: with subprocesses each process
+    is dumped on its own (py-spy's dump --subprocesses prints the parent only), so the worker's
+    threads are in the snapshots — Python threads, with a GIL of their own."""
+    (tmp_path / "spinners.py").write_text(SPINNERS)
+    (tmp_path / "parent.py").write_text(PARENT)
+    process = subprocess.Popen([sys.executable, str(tmp_path / "parent.py"), str(tmp_path / "spinners.py")])
+    try:
+        time.sleep(1.0)
+        worker = psutil.Process(process.pid).children()[0].pid
+        recorder = PySpyRecorder(process.pid, tmp_path / "raw",
+                                 PySpyOptions(rate=20, snapshot_hz=5, subprocesses=True, gc_watch_hz=0))
+        recorder.start()
+        time.sleep(2.0)
+        recorder.stop()
+    finally:
+        for p in psutil.Process(process.pid).children(recursive=True):
+            p.kill()
+        process.kill()
+        process.wait()
+    lines = [json.loads(line) for line in (tmp_path / "raw" / f"pyspy-{process.pid}-snapshots.jsonl").open()]
+    tids = {t["os_tid"] for line in lines for t in line["threads"]}
+    assert process.pid in tids and worker in tids  # the parent's main thread and the worker's
+    held = [line for line in lines if any(t["gil"] for t in line["threads"])]
+    assert held and all(t["os_tid"] != process.pid for line in held for t in line["threads"] if t["gil"])

@@ -63,14 +63,19 @@ class GcWatch:
         (no native unwinding here: the rest of the session goes on without it)."""
         if self.process is None:
             return False
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        finish_recording(self.process, timeout_s)
         return (self.out_dir / TRACE_FILE.format(pid=self.pid)).is_file()
+
+
+def finish_recording(process: subprocess.Popen, timeout_s: float) -> None:
+    """End a ``py-spy record`` child: SIGINT makes it write its output; killed if it will not."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 def _python_frames(stack: list[tuple[str, str, int]]) -> list[tuple[str, str, int]]:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -30,7 +29,7 @@ import pandas as pd
 
 from probes.protocol import ProbeUnavailable, Target
 from probes.gc_watch import RATE_HZ as GC_WATCH_HZ
-from probes.gc_watch import GcWatch, ingest_watch
+from probes.gc_watch import GcWatch, finish_recording, ingest_watch
 from probes.gil_snapshots import SNAPSHOT_FILE, GilSnapshotter, ingest_snapshots
 from profiler.clock import ClockAnchor
 from profiler.timeline import StackTable, make_events, merge_events
@@ -181,13 +180,7 @@ class PySpyRecorder:
             self._save_dump("stop")
         except PySpyError:
             pass  # the target may have exited; the start dump still maps its threads
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        finish_recording(self.process, timeout_s)
         return self.trace_path if self.trace_path.is_file() else None
 
 

@@ -342,24 +342,7 @@ class Measures:
         """(native samples, the share of the time some thread was inside the cyclic garbage
         collector) over the serving window, per process watched (:mod:`probes.gc_watch`); None
         when the watch did not run or covered fewer than three samples of the window."""
-        start, end = self.serving_window
-        spans = self.of("pyspy", "span")
-        if spans.empty:
-            return None
-        lo = np.maximum(spans["ts_ns"].to_numpy(np.int64), start)
-        hi = np.minimum((spans["ts_ns"] + spans["dur_ns"]).to_numpy(np.int64), end)
-        clipped = np.clip(hi - lo, 0, None).astype(float)
-        names = spans["name"].astype(str).to_numpy()
-        watch = names == "native-watch"
-        if not watch.any():
-            return None
-        covered_ns = float(clipped[watch].sum())
-        rates = spans.loc[watch, "value"].to_numpy(float) / np.maximum(spans.loc[watch, "dur_ns"].to_numpy(float), 1.0)
-        taken = int(round(float((clipped[watch] * rates).sum())))
-        if taken < 3 or covered_ns <= 0:
-            return None
-        # one collector per process runs at a time (it holds the GIL): its stretches do not overlap
-        return taken, min(float(clipped[names == "<gc>"].sum()) / covered_ns, 1.0)
+        return concurrency.collector_share(self.of("pyspy", "span"), *self.serving_window)
 
     def overlap(self, *labels: str) -> concurrency.Overlap:
         """How many threads carried these attribution labels at once over the serving window."""

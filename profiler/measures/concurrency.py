@@ -105,3 +105,25 @@ def clipped_ns(samples: pd.DataFrame, start: int, end: int) -> float:
     """The samples' time inside [start, end)."""
     begin = np.clip(samples["ts_ns"].to_numpy(np.int64), start, end)
     return float((np.clip(begin + samples["dur_ns"].to_numpy(np.int64), start, end) - begin).sum())
+
+
+def collector_share(spans: pd.DataFrame, start: int, end: int) -> tuple[int, float] | None:
+    """(native samples, share of the watched time inside the garbage collector) of the gc
+    watch's spans (``native-watch`` coverage, ``<gc>`` stretches) clipped to [start, end);
+    None without the watch or with fewer than three samples."""
+    if spans.empty:
+        return None
+    lo = np.maximum(spans["ts_ns"].to_numpy(np.int64), start)
+    hi = np.minimum((spans["ts_ns"] + spans["dur_ns"]).to_numpy(np.int64), end)
+    clipped = np.clip(hi - lo, 0, None).astype(float)
+    names = spans["name"].astype(str).to_numpy()
+    watch = names == "native-watch"
+    if not watch.any():
+        return None
+    covered_ns = float(clipped[watch].sum())
+    rates = spans.loc[watch, "value"].to_numpy(float) / np.maximum(spans.loc[watch, "dur_ns"].to_numpy(float), 1.0)
+    taken = int(round(float((clipped[watch] * rates).sum())))
+    if taken < 3 or covered_ns <= 0:
+        return None
+    # one collector per process runs at a time (it holds the GIL): its stretches do not overlap
+    return taken, min(float(clipped[names == "<gc>"].sum()) / covered_ns, 1.0)
